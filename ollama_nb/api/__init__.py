@@ -1,0 +1,1 @@
+"""API types shared by the manager, the server, the client, magics and plots."""

@@ -1,0 +1,250 @@
+"""Pydantic models for Ollama's native API: the one definition of every request and response.
+
+The manager returns these, the server serialises them, the notebook faces display them, so a
+``%%chat`` reply, an ``/api/chat`` reply and a plot row carry the same fields. Requests ignore
+unknown fields (Go's decoder does); responses drop None and zero-valued metrics when dumped
+(Go's ``omitempty``), see :meth:`ApiModel.to_json`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant", "tool"]
+DoneReason = Literal["stop", "length", "load", "unload"]
+
+_OMIT_WHEN_ZERO = {
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+}
+
+
+def now_rfc3339() -> str:
+    """UTC timestamp with nanosecond-style precision, as Go's time.Time marshals it."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ApiModel(BaseModel):
+    """Base: dict-style access like ollama-python's types, Go-like JSON output."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return getattr(self, key, None) is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(exclude_none=True, by_alias=True)
+        for key in _OMIT_WHEN_ZERO & data.keys():
+            if not data[key]:
+                del data[key]
+        return data
+
+
+# ---- shared pieces ---------------------------------------------------------------------------
+
+
+class ToolCallFunction(ApiModel):
+    index: int | None = None
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(ApiModel):
+    id: str | None = None
+    function: ToolCallFunction
+
+
+class Message(ApiModel):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class ToolFunction(ApiModel):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(ApiModel):
+    type: str = "function"
+    function: ToolFunction
+
+
+class TokenLogprob(ApiModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(TokenLogprob):
+    top_logprobs: list[TokenLogprob] | None = None
+
+
+class Metrics(ApiModel):
+    """Timing fields in nanoseconds, named as Ollama names them."""
+
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+# ---- requests --------------------------------------------------------------------------------
+
+
+class BaseRequest(ApiModel):
+    model: str = ""
+    stream: bool = True
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+class GenerateRequest(BaseRequest):
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    format: str | dict[str, Any] | None = None
+    images: list[str] | None = None
+    think: bool | str | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class ChatRequest(BaseRequest):
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[Tool] | None = None
+    format: str | dict[str, Any] | None = None
+    think: bool | str | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class EmbedRequest(BaseRequest):
+    input: str | list[str] = ""
+    truncate: bool = True
+    dimensions: int | None = None
+
+
+class EmbeddingsRequest(BaseRequest):
+    prompt: str = ""
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+class GenerateResponse(Metrics):
+    model: str
+    created_at: str = Field(default_factory=now_rfc3339)
+    response: str = ""
+    thinking: str | None = None
+    done: bool = False
+    done_reason: str | None = None
+    context: list[int] | None = None
+    tool_calls: list[ToolCall] | None = None
+    logprobs: list[Logprob] | None = None
+
+
+class ChatResponse(Metrics):
+    model: str
+    created_at: str = Field(default_factory=now_rfc3339)
+    message: Message = Field(default_factory=lambda: Message(role="assistant", content=""))
+    done: bool = False
+    done_reason: str | None = None
+    logprobs: list[Logprob] | None = None
+
+
+class EmbedResponse(ApiModel):
+    model: str
+    embeddings: list[list[float]] = Field(default_factory=list)
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+
+
+class EmbeddingsResponse(ApiModel):
+    embedding: list[float] = Field(default_factory=list)
+
+
+class ProgressResponse(ApiModel):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class ModelDetails(ApiModel):
+    parent_model: str = ""
+    format: str = ""
+    family: str = ""
+    families: list[str] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class ListModel(ApiModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails = Field(default_factory=ModelDetails)
+
+
+class ListResponse(ApiModel):
+    models: list[ListModel] = Field(default_factory=list)
+
+
+class ShowResponse(ApiModel):
+    license: str | None = None
+    modelfile: str = ""
+    parameters: str | None = None
+    template: str | None = None
+    system: str | None = None
+    details: ModelDetails = Field(default_factory=ModelDetails)
+    messages: list[Message] | None = None
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    tensors: list[dict[str, Any]] | None = None
+    capabilities: list[str] | None = None
+    modified_at: str | None = None
+
+
+class ProcessModel(ApiModel):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails = Field(default_factory=ModelDetails)
+    expires_at: str
+    size_vram: int = 0
+    context_length: int = 0
+
+
+class ProcessResponse(ApiModel):
+    models: list[ProcessModel] = Field(default_factory=list)

@@ -1,0 +1,399 @@
+"""``ollama-nb``: the ``ollama`` command line, on the in-process manager (no server needed).
+
+Output and exit codes follow the ``ollama`` CLI: tables for ``list``/``ps``, streaming text for
+``run``, progress bars for ``pull``/``create``; any error is one ``Error: ...`` line on stderr and
+exit code 1 (set ``OLLAMA_NB_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api.types import ProgressResponse
+    from .manager import ModelManager
+
+
+def human_bytes(n: int) -> str:
+    """Decimal units as Ollama prints them ("98 MB", "1.2 GB")."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.1f} {unit}" if value < 10 and unit != "B" else f"{value:.0f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def human_since(when: dt.datetime, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    seconds = (now - when).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "Less than a second ago" if not future else "Less than a second from now"
+    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                       ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = int(seconds // size)
+            text = f"{count} {unit}{'s' if count != 1 else ''}"
+            if count == 1:
+                text = f"About a{'n' if unit == 'hour' else ''} {unit}"
+            return f"{text} from now" if future else f"{text} ago"
+    return ""
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "    ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def show_progress(events: Iterable[ProgressResponse], out: Any = None) -> None:
+    """Status lines, and a tqdm bar per digest while bytes move."""
+    from tqdm import tqdm
+
+    out = out or sys.stderr
+    bars: dict[str, Any] = {}
+    for ev in events:
+        if ev.digest and ev.total:
+            bar = bars.get(ev.digest)
+            if bar is None:
+                bar = bars[ev.digest] = tqdm(total=ev.total, desc=ev.status, unit="B", unit_scale=True,
+                                             file=out, leave=True)
+            bar.update((ev.completed or 0) - bar.n)
+            if ev.completed == ev.total:
+                bar.close()
+        else:
+            print(ev.status, file=out)
+    for bar in bars.values():
+        bar.close()
+
+
+def _manager() -> ModelManager:
+    from . import default_manager
+
+    return default_manager()
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+    for m in _manager().list().models:
+        rows.append([m.name, m.digest[:12], human_bytes(m.size), human_since(_parse_time(m.modified_at))])
+    print(_table(rows))
+
+
+def cmd_ps(args: argparse.Namespace) -> None:
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
+    for m in _manager().ps().models:
+        if m.size_vram == 0:
+            proc = "100% CPU"
+        elif m.size_vram >= m.size:
+            proc = "100% GPU"
+        else:
+            gpu = round(100 * m.size_vram / m.size)
+            proc = f"{100 - gpu}%/{gpu}% CPU/GPU"
+        until = _parse_time(m.expires_at)
+        left = "Forever" if until.year > 2200 else human_since(until)
+        rows.append([m.name, m.digest[:12], human_bytes(m.size), proc, str(m.context_length), left])
+    print(_table(rows))
+
+
+def cmd_pull(args: argparse.Namespace) -> None:
+    show_progress(_manager().pull(args.model, insecure=args.insecure))
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    info = _manager().show(args.model, verbose=args.verbose)
+    if args.modelfile:
+        print(info.modelfile)
+        return
+    if args.parameters:
+        print(info.parameters or "")
+        return
+    if args.template:
+        print(info.template or "")
+        return
+    if args.system:
+        print(info.system or "")
+        return
+    if args.license:
+        print(info.license or "")
+        return
+    arch = info.model_info.get("general.architecture", info.details.family)
+    ctx = info.model_info.get(f"{arch}.context_length", "")
+    embd = info.model_info.get(f"{arch}.embedding_length", "")
+    sections = [
+        ("Model", [("architecture", arch), ("parameters", info.details.parameter_size),
+                   ("context length", ctx), ("embedding length", embd),
+                   ("quantization", info.details.quantization_level)]),
+        ("Capabilities", [(c, "") for c in info.capabilities or []]),
+    ]
+    if info.parameters:
+        sections.append(("Parameters", [tuple(line.split(None, 1)) + ("",) * (2 - len(line.split(None, 1)))
+                                        for line in info.parameters.splitlines()]))
+    if info.system:
+        sections.append(("System", [(info.system.splitlines()[0], "")]))
+    if info.license:
+        sections.append(("License", [(info.license.splitlines()[0], "")]))
+    for title, rows in sections:
+        print(f"  {title}")
+        for key, value in rows:
+            print(f"    {key:<20}{value}".rstrip())
+        print()
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    for name in args.models:
+        _manager().delete(name)
+        print(f"deleted '{name}'")
+
+
+def cmd_cp(args: argparse.Namespace) -> None:
+    _manager().copy(args.source, args.destination)
+    print(f"copied '{args.source}' to '{args.destination}'")
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    from .errors import OllamaNbError
+
+    if not _manager().unload(args.model):
+        raise OllamaNbError(f"couldn't find model \"{args.model}\" to stop")
+
+
+def cmd_create(args: argparse.Namespace) -> None:
+    path = args.file or "Modelfile"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        from .errors import InvalidRequest
+
+        raise InvalidRequest(f"open {path}: {exc.strerror.lower() if exc.strerror else exc}") from None
+    from .modelfile import parse_modelfile  # validate before anything is written
+
+    text = raw.decode("utf-8-sig", errors="replace")
+    parse_modelfile(text)
+    base = os.path.dirname(os.path.abspath(path))
+    show_progress(_manager().create(args.model, text, base_dir=base, quantize=args.quantize), out=sys.stdout)
+
+
+def _stream_reply(chunks: Iterator[Any], out: Any) -> tuple[Any, str]:
+    """Write each chunk as it arrives; return the final chunk and the whole reply."""
+    last = None
+    parts: list[str] = []
+    for chunk in chunks:
+        text = chunk.message.content if hasattr(chunk, "message") else chunk.response
+        parts.append(text)
+        out.write(text)
+        out.flush()
+        last = chunk
+    return last, "".join(parts)
+
+
+def _verbose_stats(final: Any) -> None:
+    if final is None:
+        return
+    stats = [
+        ("total duration", f"{(final.total_duration or 0) / 1e9:.6f}s"),
+        ("load duration", f"{(final.load_duration or 0) / 1e6:.3f}ms"),
+        ("prompt eval count", f"{final.prompt_eval_count or 0} token(s)"),
+        ("prompt eval duration", f"{(final.prompt_eval_duration or 0) / 1e6:.3f}ms"),
+        ("eval count", f"{final.eval_count or 0} token(s)"),
+        ("eval duration", f"{(final.eval_duration or 0) / 1e6:.3f}ms"),
+    ]
+    if final.eval_count and final.eval_duration:
+        stats.append(("eval rate", f"{final.eval_count / final.eval_duration * 1e9:.2f} tokens/s"))
+    for key, value in stats:
+        print(f"{key + ':':<22}{value}", file=sys.stderr)
+
+
+def _read_turn(stdin: Any, interactive: bool) -> str | None:
+    """One user turn; ``\"\"\"`` starts and ends a multi-line message, as in ``ollama run``."""
+    if interactive:
+        sys.stdout.write(">>> ")
+        sys.stdout.flush()
+    line = stdin.readline()
+    if not line:
+        return None
+    line = line.rstrip("\n")
+    if line.lstrip().startswith('"""'):
+        body = [line.lstrip()[3:]]
+        while not body[-1].rstrip().endswith('"""'):
+            if interactive:
+                sys.stdout.write("... ")
+                sys.stdout.flush()
+            more = stdin.readline()
+            if not more:
+                break
+            body.append(more.rstrip("\n"))
+        text = "\n".join(body)
+        return text.rstrip()[:-3] if text.rstrip().endswith('"""') else text
+    return line
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .errors import ModelNotFound
+
+    manager = _manager()
+    options: dict[str, Any] = {}
+    try:
+        manager.spec(args.model)
+    except ModelNotFound:
+        from .refs import ModelRef
+        from .registry.bundled import find_bundled
+
+        if find_bundled(ModelRef.parse(args.model)) is None:
+            raise
+        show_progress(manager.pull(args.model))
+    prompt = " ".join(args.prompt)
+    if not sys.stdin.isatty() and not args.prompt:
+        prompt = sys.stdin.read()
+    fmt = args.format or None
+    if prompt:
+        chunks = manager.chat(model=args.model, messages=[{"role": "user", "content": prompt}],
+                              stream=True, format=fmt, keep_alive=args.keepalive, options=options)
+        final, _ = _stream_reply(chunks, sys.stdout)
+        sys.stdout.write("\n")
+        if args.verbose:
+            _verbose_stats(final)
+        return
+    _repl(manager, args, options)
+
+
+def _repl(manager: ModelManager, args: argparse.Namespace, options: dict[str, Any]) -> None:
+    history: list[dict[str, Any]] = []
+    interactive = sys.stdin.isatty()
+    while True:
+        text = _read_turn(sys.stdin, interactive)
+        if text is None or text.strip() in ("/bye", "/exit"):
+            return
+        if not text.strip():
+            continue
+        if text.strip() == "/clear":
+            history.clear()
+            print("Cleared session context")
+            continue
+        if text.strip() in ("/?", "/help"):
+            print('Available Commands:\n  /clear   Clear session context\n  /bye     Exit\n\n'
+                  'Use """ to begin a multi-line message.')
+            continue
+        history.append({"role": "user", "content": text})
+        try:
+            final, reply = _stream_reply(
+                manager.chat(model=args.model, messages=history, stream=True,
+                             keep_alive=args.keepalive, options=options),
+                sys.stdout,
+            )
+        except KeyboardInterrupt:
+            history.pop()
+            print()
+            continue
+        sys.stdout.write("\n\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": reply})
+        if args.verbose:
+            _verbose_stats(final)
+
+
+# ---- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ollama-nb", description="Large language model runner, in your notebook kernel.")
+    parser.add_argument("-v", "--version", action="store_true", help="Show version information")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("pull", help="Pull a model from a registry")
+    p.add_argument("model")
+    p.add_argument("--insecure", action="store_true", help="Use an insecure registry")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("list", aliases=["ls"], help="List models")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("ps", help="List running models")
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("show", help="Show information for a model")
+    p.add_argument("model")
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        p.add_argument(f"--{flag}", action="store_true", help=f"Show {flag} of a model")
+    p.add_argument("-v", "--verbose", action="store_true", help="Show detailed model information")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", help="Run a model")
+    p.add_argument("model")
+    p.add_argument("prompt", nargs="*")
+    p.add_argument("--format", default="", help='Response format (e.g. "json")')
+    p.add_argument("--keepalive", default=None, help="Duration to keep a model loaded (e.g. 5m)")
+    p.add_argument("--verbose", action="store_true", help="Show timings for response")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("create", help="Create a model from a Modelfile")
+    p.add_argument("model")
+    p.add_argument("-f", "--file", help='Name of the Modelfile (default "Modelfile")')
+    p.add_argument("-q", "--quantize", help="Quantize model to this level (e.g. q4_K_M)")
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser("cp", help="Copy a model")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.set_defaults(func=cmd_cp)
+
+    p = sub.add_parser("rm", help="Remove a model")
+    p.add_argument("models", nargs="+")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("stop", help="Stop a running model")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_stop)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from . import __version__, config
+    from .errors import OllamaNbError
+
+    config.configure_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"ollama-nb version is {__version__}")
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        args.func(args)
+    except OllamaNbError as exc:
+        if os.environ.get("OLLAMA_NB_DEBUG"):
+            raise
+        print(f"Error: {exc.for_humans()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        from . import _default_manager
+
+        if _default_manager is not None:
+            _default_manager.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

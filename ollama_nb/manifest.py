@@ -25,21 +25,21 @@ from .errors import OllamaNbError
 from .refs import parse_digest
 
 __all__ = [
-    "MEDIA_TYPE_MANIFEST",
-    "MEDIA_TYPE_CONFIG",
-    "MEDIA_TYPE_MODEL",
-    "MEDIA_TYPE_PROJECTOR",
     "MEDIA_TYPE_ADAPTER",
-    "MEDIA_TYPE_TEMPLATE",
-    "MEDIA_TYPE_PROMPT",
-    "MEDIA_TYPE_SYSTEM",
-    "MEDIA_TYPE_PARAMS",
-    "MEDIA_TYPE_MESSAGES",
-    "MEDIA_TYPE_LICENSE",
+    "MEDIA_TYPE_CONFIG",
     "MEDIA_TYPE_DRAFT",
     "MEDIA_TYPE_EMBED",
-    "MEDIA_TYPE_TENSOR",
     "MEDIA_TYPE_JSON",
+    "MEDIA_TYPE_LICENSE",
+    "MEDIA_TYPE_MANIFEST",
+    "MEDIA_TYPE_MESSAGES",
+    "MEDIA_TYPE_MODEL",
+    "MEDIA_TYPE_PARAMS",
+    "MEDIA_TYPE_PROJECTOR",
+    "MEDIA_TYPE_PROMPT",
+    "MEDIA_TYPE_SYSTEM",
+    "MEDIA_TYPE_TEMPLATE",
+    "MEDIA_TYPE_TENSOR",
     "TEMPLATE_MEDIA_TYPES",
     "InvalidManifest",
     "Layer",
@@ -193,6 +193,12 @@ class Manifest(BaseModel):
         manifest._raw_fields = manifest.to_dict()
         return manifest
 
+    def __eq__(self, other: object) -> bool:
+        """Same content (how the bytes were formatted does not matter)."""
+        return isinstance(other, Manifest) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schemaVersion": self.schemaVersion,
@@ -315,10 +321,13 @@ class ModelConfig(BaseModel):
         """Parse a config blob; raise :class:`InvalidManifest` when it is not a JSON object."""
         try:
             obj = json.loads(data)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
+        except ValueError as exc:  # includes UnicodeDecodeError
+            raise InvalidManifest(f"config blob: not valid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise InvalidManifest("config blob: not a JSON object")
+        try:
             return cls.model_validate(obj)
-        except (ValueError, ValidationError) as exc:
+        except ValidationError as exc:
             raise InvalidManifest(f"config blob: {exc}".splitlines()[0]) from None
 
     def to_dict(self) -> dict[str, Any]:

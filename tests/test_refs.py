@@ -37,7 +37,11 @@ def test_doctests() -> None:
         ("host/namespace/model:tag", "host/namespace/model:tag", "host/namespace/model:tag"),
         ("host/library/model:tag", "host/library/model:tag", "host/library/model:tag"),
         ("host:1234/ns/m", "host:1234/ns/m:latest", "host:1234/ns/m:latest"),
-        ("host:https/namespace/model:tag", "host:https/namespace/model:tag", "host:https/namespace/model:tag"),
+        (
+            "host:https/namespace/model:tag",
+            "host:https/namespace/model:tag",
+            "host:https/namespace/model:tag",
+        ),
         (
             "scheme://host:port/namespace/model:tag",
             "host:port/namespace/model:tag",
@@ -143,7 +147,12 @@ def test_huggingface_and_equality() -> None:
 
 def test_from_parts() -> None:
     assert ModelRef.from_parts("h", "n", "m", "t") == ModelRef.parse("h/n/m:t")
-    for parts in [("..", "n", "m", "t"), ("h", ".", "m", "t"), ("h", "n", "m", ".t"), ("h", "n", "", "t")]:
+    for parts in [
+        ("..", "n", "m", "t"),
+        ("h", ".", "m", "t"),
+        ("h", "n", "m", ".t"),
+        ("h", "n", "", "t"),
+    ]:
         assert ModelRef.from_parts(*parts) is None
 
 

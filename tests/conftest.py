@@ -1,0 +1,66 @@
+"""Shared fixtures: one store with both bundled models (pulled once per session), and managers
+that run the real llama.cpp on them. Every test gets its own OLLAMA_MODELS unless it asks for
+the shared store, so nothing touches ~/.ollama."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SMOLLM = "smollm2:135m"
+GEMMA = "gemma3:270m"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
+    for var in ("OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH",
+                "OLLAMA_LLM_LIBRARY", "OLLAMA_NOPRUNE", "OLLAMA_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding smollm2:135m and gemma3:270m, imported from their PyPI packages."""
+    from ollama_nb.registry import pull_model
+    from ollama_nb.store import Store
+
+    root = tmp_path_factory.mktemp("shared-models")
+    store = Store(root)
+    for name in (SMOLLM, GEMMA):
+        statuses = [ev.status for ev in pull_model(store, name)]
+        assert statuses[-1] == "success"
+    return root
+
+
+@pytest.fixture(scope="session")
+def manager(shared_models: Path) -> Iterator[object]:
+    """A manager over the shared store; models stay loaded across tests for speed."""
+    from ollama_nb.manager import ModelManager
+    from ollama_nb.store import Store
+
+    m = ModelManager(Store(shared_models))
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def models_env(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point OLLAMA_MODELS at the shared store (for CLI subprocesses)."""
+    monkeypatch.setenv("OLLAMA_MODELS", str(shared_models))
+    return shared_models
+
+
+def model_file(name: str) -> Path:
+    """Path of a bundled GGUF inside its installed package."""
+    from ollama_nb.registry.bundled import BUNDLED, bundled_files
+
+    files = bundled_files(BUNDLED[name])
+    assert len(files) == 1, "only single-file bundles have a plain GGUF path"
+    return files[0]
+
+
+os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -1,0 +1,96 @@
+"""keep_alive, load/unload, eviction and reloads, as Ollama's scheduler behaves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ollama_nb.manager import ModelManager
+from ollama_nb.store import Store
+
+from .conftest import GEMMA, SMOLLM
+
+
+@pytest.fixture
+def fresh(shared_models):
+    m = ModelManager(Store(shared_models))
+    yield m
+    m.close()
+
+
+def loaded(m: ModelManager) -> list[str]:
+    return [p.name for p in m.ps().models]
+
+
+def test_empty_prompt_loads_and_keep_alive_zero_unloads(fresh):
+    r = fresh.generate(model=SMOLLM, prompt="", stream=False)
+    assert r.done_reason == "load" and r.response == ""
+    assert loaded(fresh) == [SMOLLM]
+    info = fresh.ps().models[0]
+    assert info.context_length == 4096 and info.size > 90_000_000 and info.size_vram == 0
+    r = fresh.generate(model=SMOLLM, prompt="", keep_alive=0, stream=False)
+    assert r.done_reason == "unload"
+    assert loaded(fresh) == []
+    c = fresh.chat(model=SMOLLM, messages=[], stream=False)
+    assert c.done_reason == "load" and c.message.role == "assistant"
+
+
+def test_keep_alive_zero_unloads_after_the_request(fresh):
+    r = fresh.generate(model=SMOLLM, prompt="Hi", keep_alive=0, stream=False, options={"num_predict": 2})
+    assert r.done and loaded(fresh) == []
+
+
+def test_keep_alive_expiry(fresh):
+    fresh.generate(model=SMOLLM, prompt="Hi", keep_alive="1s", stream=False, options={"num_predict": 1})
+    assert loaded(fresh) == [SMOLLM]
+    deadline = time.monotonic() + 10
+    while loaded(fresh) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert loaded(fresh) == []
+
+
+def test_negative_keep_alive_is_forever(fresh):
+    fresh.generate(model=SMOLLM, prompt="", keep_alive=-1, stream=False)
+    assert fresh.ps().models[0].expires_at.startswith("2318")
+
+
+def test_env_keep_alive_default(fresh, monkeypatch):
+    monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "0")
+    fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 1})
+    assert loaded(fresh) == []
+
+
+def test_max_loaded_models_evicts_the_idle_model_expiring_first(fresh, monkeypatch):
+    monkeypatch.setenv("OLLAMA_MAX_LOADED_MODELS", "1")
+    fresh.generate(model=SMOLLM, prompt="", stream=False)
+    fresh.generate(model=GEMMA, prompt="", stream=False)
+    assert loaded(fresh) == [GEMMA]
+    monkeypatch.setenv("OLLAMA_MAX_LOADED_MODELS", "2")
+    fresh.generate(model=SMOLLM, prompt="", keep_alive="1h", stream=False)
+    assert sorted(loaded(fresh)) == sorted([SMOLLM, GEMMA])
+    assert loaded(fresh)[0] == SMOLLM  # longest remaining time first
+
+
+def test_load_option_change_reloads_but_sampling_change_does_not(fresh):
+    fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 1})
+    first = fresh.scheduler.get(fresh.spec(SMOLLM).ref.full).engine
+    fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 1, "temperature": 0.1, "top_k": 5})
+    assert fresh.scheduler.get(fresh.spec(SMOLLM).ref.full).engine is first
+    fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 1, "num_ctx": 1024})
+    runner = fresh.scheduler.get(fresh.spec(SMOLLM).ref.full)
+    assert runner.engine is not first and runner.engine.n_ctx == 1024
+    assert first.closed
+    assert fresh.ps().models[0].context_length == 1024
+
+
+def test_context_length_env_and_cap(fresh, monkeypatch):
+    monkeypatch.setenv("OLLAMA_CONTEXT_LENGTH", "100000")
+    fresh.generate(model=SMOLLM, prompt="", stream=False)
+    assert fresh.ps().models[0].context_length == 8192  # SmolLM2's trained context
+
+
+def test_stop_unloads(fresh):
+    fresh.generate(model=SMOLLM, prompt="", stream=False)
+    assert fresh.unload(SMOLLM) is True
+    assert loaded(fresh) == []

@@ -129,6 +129,9 @@ def test_create_from_stored_model_writes_layers_and_uses_them(m: ModelManager) -
         assert runner.engine.n_ctx == 1024  # PARAMETER num_ctx reached the load
         msgs = conversation(spec, [Message(role="user", content="Where is the treasure?")])
         prompt = runner.call(lambda: render_chat(runner.engine, spec, msgs))
+        # without a system prompt the GGUF's Jinja template would add SmolLM's default one
+        no_system = conversation(spec, [Message(role="user", content="Hi")], system="")
+        bare = runner.call(lambda: render_chat(runner.engine, spec, no_system))
         tokens = runner.call(lambda: runner.engine.tokenize(prompt))
     finally:
         m.scheduler.release(runner)
@@ -139,6 +142,7 @@ def test_create_from_stored_model_writes_layers_and_uses_them(m: ModelManager) -
         "<|im_start|>user\nWhere is the treasure?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+    assert bare.startswith("<|im_start|>user\nWho are you?<|im_end|>\n")
     # chat first, on an empty KV cache, so every prompt token is evaluated
     chat = m.chat(model="pirate", messages=[{"role": "user", "content": "Where is the treasure?"}],
                   options={"num_predict": 4}, stream=False)
@@ -173,7 +177,8 @@ def test_create_from_local_gguf_relative_to_modelfile(m: ModelManager, tmp_path:
     assert f"using existing layer {base.digest}" in statuses
     model = layers_of(m, "local")[mf.MEDIA_TYPE_MODEL]
     assert [(x.digest, x.size, x.from_) for x in model] == [(base.digest, base.size, None)]
-    assert len(set(os.listdir(m.store.blobs_dir)) - before) <= 2  # system + config, no weights copy
+    kept = {m.store.blob_path(d).name for d in m.store.read_manifest("local").digests()}
+    assert set(os.listdir(m.store.blobs_dir)) == before | kept  # no copy of the weights, nothing else
     details = m.show("local").details
     assert (details.family, details.quantization_level, details.parent_model) == ("llama", "Q4_1", "")
 

@@ -8,7 +8,6 @@ llama.cpp's own quantizer on F16/F32/BF16 weights, as Ollama allows.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -143,12 +142,12 @@ def create_model(
 
     params = merge_options(base_params, spec_mf.parameters) if spec_mf.parameters else base_params
     if params:
-        blob = store.write_blob_bytes(json.dumps(params).encode())
+        blob = store.write_blob_bytes(mf.go_json(params, sort_keys=True).encode())
         yield _status_for(blob)
         layers.append(_layer(blob, mf.MEDIA_TYPE_PARAMS))
 
     if spec_mf.messages:
-        blob = store.write_blob_bytes(json.dumps(spec_mf.messages).encode())
+        blob = store.write_blob_bytes(mf.go_json(spec_mf.messages).encode())
         yield _status_for(blob)
         layers.append(_layer(blob, mf.MEDIA_TYPE_MESSAGES))
     else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +132,7 @@ def pull_bundled(store: Store, ref: ModelRef, model: BundledModel) -> Iterator[P
         os="linux",
     )
     config_blob = store.write_blob_bytes(config.to_bytes())
-    params_blob = store.write_blob_bytes(json.dumps(model.params).encode())
+    params_blob = store.write_blob_bytes(mf.go_json(model.params, sort_keys=True).encode())
     manifest = mf.Manifest(
         config=mf.Layer(mediaType=mf.MEDIA_TYPE_CONFIG, digest=config_blob.digest, size=config_blob.size),
         layers=[

@@ -100,7 +100,7 @@ class ModelManager:
         from .options import format_parameters
 
         spec = self.spec(name)
-        info = read_gguf_info(spec.model_path, max_array=None if verbose else 0) if spec.model_path else None
+        info = read_gguf_info(spec.model_path, max_array=None) if (verbose and spec.model_path) else spec.gguf
         return ShowResponse(
             license="\n".join(spec.license) or None,
             modelfile=render_modelfile(

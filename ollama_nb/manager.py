@@ -40,8 +40,9 @@ from .api.types import (
 )
 from .catalog import ModelSpec, load_spec
 from .durations import keep_alive_seconds
-from .errors import InvalidRequest, ModelNotFound, OllamaNbError
+from .errors import InvalidRequest, ModelNotFound, OllamaNbError, ServerBusy
 from .options import merge_options, validate_options
+from .records import RequestRecord
 from .runtime import Engine, GenerationJob, GenerationResult, LoadParams, SamplingParams, TokenPiece
 from .scheduler import Runner, Scheduler
 from .store import Store
@@ -64,7 +65,9 @@ class ModelManager:
         self.store = store or Store()
         self.scheduler = scheduler or Scheduler()
         self._specs: dict[tuple[str, str], ModelSpec] = {}
-        self.observers: list[Callable[[str, str, Any], None]] = []
+        self.observers: list[Callable[[RequestRecord], None]] = []
+        self._waiting = 0  # requests admitted but not yet running on a worker
+        self._waiting_lock = threading.Lock()
 
     # ---- catalog ---------------------------------------------------------------------------
 
@@ -227,16 +230,34 @@ class ModelManager:
 
     # ---- inference -------------------------------------------------------------------------
 
+    def _admit(self, started_ns: int) -> _Ticket:
+        """Count a request as waiting; beyond ``OLLAMA_MAX_QUEUE`` waiting ones, refuse it (503)."""
+        with self._waiting_lock:
+            if self._waiting >= config.max_queue():
+                raise ServerBusy()
+            self._waiting += 1
+        return _Ticket(self, started_ns)
+
+    def _leave_queue(self, ticket: _Ticket) -> None:
+        with self._waiting_lock:
+            if ticket.waiting:
+                ticket.waiting = False
+                self._waiting -= 1
+
     def _stream(
         self,
         runner: Runner,
         work: Callable[[Engine, Callable[[TokenPiece], None], threading.Event], GenerationResult],
+        ticket: _Ticket,
     ) -> Iterator[TokenPiece | GenerationResult]:
         """Run ``work`` on the model's worker; yield its pieces, then its result."""
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         cancel = threading.Event()
+        submitted = time.perf_counter_ns()
 
         def job() -> None:
+            ticket.queue_ns = time.perf_counter_ns() - submitted
+            ticket.leave()
             try:
                 assert runner.engine is not None
                 events.put(work(runner.engine, events.put, cancel))
@@ -280,9 +301,12 @@ class ModelManager:
             raise InvalidRequest("top_logprobs must be between 0 and 20")
         return top if logprobs else -1
 
-    def _notify(self, kind: str, model: str, payload: Any) -> None:
+    def _notify(self, record: RequestRecord) -> None:
         for observer in list(self.observers):
-            observer(kind, model, payload)
+            try:
+                observer(record)
+            except Exception:  # a broken observer must not fail the request it observes
+                log.exception("request observer failed")
 
     @staticmethod
     def _logprob(piece: TokenPiece) -> Logprob | None:
@@ -346,7 +370,12 @@ class ModelManager:
     ) -> Iterator[GenerateResponse]:
         from .prompting import generate_tokens
 
-        runner = self._acquire(spec, opts, ka)
+        ticket = self._admit(started)
+        try:
+            runner = self._acquire(spec, opts, ka)
+        except BaseException:
+            ticket.leave()
+            raise
         load_ns = time.perf_counter_ns() - started
         try:
 
@@ -365,7 +394,7 @@ class ModelManager:
                 job.shift = req.shift is not False
                 return engine.generate(job, emit, cancel)
 
-            for item in self._stream(runner, work):
+            for item in self._stream(runner, work, ticket):
                 if isinstance(item, GenerationResult):
                     final = GenerateResponse(
                         model=req.model,
@@ -374,12 +403,14 @@ class ModelManager:
                         context=None if req.raw else item.tokens,
                         **_metrics(item, load_ns, started),
                     )
-                    self._notify("generate", spec.name, final)
+                    self._notify(ticket.record("generate", spec.name, final))
                     yield final
                 else:
+                    ticket.first_token()
                     lp = self._logprob(item)
                     yield GenerateResponse(model=req.model, response=item.text, logprobs=[lp] if lp else None)
         finally:
+            ticket.leave()
             self.scheduler.release(runner)
 
     # -- chat --
@@ -421,7 +452,12 @@ class ModelManager:
     ) -> Iterator[ChatResponse]:
         from .prompting import chat_tokens, conversation
 
-        runner = self._acquire(spec, opts, ka)
+        ticket = self._admit(started)
+        try:
+            runner = self._acquire(spec, opts, ka)
+        except BaseException:
+            ticket.leave()
+            raise
         load_ns = time.perf_counter_ns() - started
         messages = conversation(spec, [Message(**{**m.to_dict(), "role": m.role.lower()}) for m in req.messages])
         tool_names = [t.function.name for t in req.tools or []]
@@ -435,7 +471,7 @@ class ModelManager:
                 job.shift = req.shift is not False
                 return engine.generate(job, emit, cancel)
 
-            for item in self._stream(runner, work):
+            for item in self._stream(runner, work, ticket):
                 if isinstance(item, GenerationResult):
                     if held:
                         calls = parse_tool_calls("".join(held), tool_names)
@@ -451,9 +487,10 @@ class ModelManager:
                         done_reason="stop" if item.done_reason == "cancel" else item.done_reason,
                         **_metrics(item, load_ns, started),
                     )
-                    self._notify("chat", spec.name, final)
+                    self._notify(ticket.record("chat", spec.name, final))
                     yield final
                     continue
+                ticket.first_token()
                 lp = self._logprob(item)
                 if holding:
                     held.append(item.text)
@@ -469,6 +506,7 @@ class ModelManager:
                     logprobs=[lp] if lp else None,
                 )
         finally:
+            ticket.leave()
             self.scheduler.release(runner)
 
     # -- embeddings --
@@ -483,23 +521,39 @@ class ModelManager:
             raise InvalidRequest("invalid input type")
         ka = self._keep_alive(req.keep_alive)
         opts = self._options(spec, req.options)
-        runner = self._acquire(spec, opts, ka)
+        ticket = self._admit(started)
+        try:
+            runner = self._acquire(spec, opts, ka)
+        except BaseException:
+            ticket.leave()
+            raise
         load_ns = time.perf_counter_ns() - started
+        submitted = time.perf_counter_ns()
         try:
             if not inputs or inputs == [""]:
+                ticket.leave()
                 return EmbedResponse(model=req.model, embeddings=[], load_duration=load_ns)
-            vectors, n_tokens = runner.call(lambda: runner.embedding_engine().embed(inputs, truncate=req.truncate))
+
+            def work() -> tuple[list[list[float]], int]:
+                ticket.queue_ns = time.perf_counter_ns() - submitted
+                ticket.leave()
+                return runner.embedding_engine().embed(inputs, truncate=req.truncate)
+
+            vectors, n_tokens = runner.call(work)
         finally:
+            ticket.leave()
             self.scheduler.release(runner)
         if req.dimensions:
             vectors = [_renormalise(v[: req.dimensions]) for v in vectors]
-        return EmbedResponse(
+        response = EmbedResponse(
             model=req.model,
             embeddings=vectors,
             total_duration=time.perf_counter_ns() - started,
             load_duration=load_ns,
             prompt_eval_count=n_tokens,
         )
+        self._notify(ticket.record("embed", spec.name, response))
+        return response
 
     def embeddings(self, request: EmbeddingsRequest | None = None, /, **fields: Any) -> EmbeddingsResponse:
         """Legacy ``/api/embeddings``: one prompt, one vector."""
@@ -538,6 +592,42 @@ class ModelManager:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+
+class _Ticket:
+    """One admitted request: its place in the wait count and the timings only the manager sees."""
+
+    def __init__(self, manager: ModelManager, started_ns: int) -> None:
+        self._manager = manager
+        self.waiting = True
+        self.started_at = time.time()
+        self.started_ns = started_ns
+        self.queue_ns = 0
+        self.ttft_ns: int | None = None
+
+    def leave(self) -> None:
+        """No longer waiting (running, or failed); idempotent."""
+        self._manager._leave_queue(self)
+
+    def first_token(self) -> None:
+        if self.ttft_ns is None:
+            self.ttft_ns = time.perf_counter_ns() - self.started_ns
+
+    def record(self, endpoint: str, model: str, final: Any) -> RequestRecord:
+        return RequestRecord(
+            endpoint=endpoint,
+            model=model,
+            started_at=self.started_at,
+            total_ns=final.total_duration or 0,
+            load_ns=final.load_duration or 0,
+            queue_ns=self.queue_ns,
+            ttft_ns=self.ttft_ns,
+            prompt_eval_count=final.prompt_eval_count or 0,
+            prompt_eval_ns=getattr(final, "prompt_eval_duration", None) or 0,
+            eval_count=getattr(final, "eval_count", None) or 0,
+            eval_ns=getattr(final, "eval_duration", None) or 0,
+            done_reason=getattr(final, "done_reason", None),
+        )
 
 
 def _metrics(result: GenerationResult, load_ns: int, started: int) -> dict[str, int]:

@@ -94,3 +94,59 @@ def test_stop_unloads(fresh):
     fresh.generate(model=SMOLLM, prompt="", stream=False)
     assert fresh.unload(SMOLLM) is True
     assert loaded(fresh) == []
+
+
+def test_observers_get_one_record_per_request(fresh):
+    records = []
+    fresh.observers.append(records.append)
+    chunks = list(fresh.generate(model=SMOLLM, prompt="Hi", stream=True, options={"num_predict": 5, "temperature": 0}))
+    fresh.chat(model=SMOLLM, messages=[{"role": "user", "content": "Hi"}], stream=False, options={"num_predict": 3})
+    fresh.embed(model=SMOLLM, input=["a", "b"])
+    assert [r.endpoint for r in records] == ["generate", "chat", "embed"]
+    gen = records[0]
+    final = chunks[-1]
+    assert gen.model == SMOLLM and gen.eval_count == final.eval_count == 5
+    assert gen.eval_ns == final.eval_duration and gen.total_ns == final.total_duration
+    assert gen.ttft_ns is not None and 0 < gen.ttft_ns <= gen.total_ns
+    assert gen.tokens_per_second and gen.tokens_per_second > 0
+    assert records[2].prompt_eval_count > 0 and records[2].ttft_ns is None
+    row = gen.as_row()
+    assert row["tokens_per_second"] == gen.tokens_per_second and row["done_reason"] == "length"
+
+
+def test_a_failing_observer_does_not_fail_the_request(fresh):
+    def broken(record):
+        raise RuntimeError("observer bug")
+
+    fresh.observers.append(broken)
+    r = fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 2})
+    assert r.done and r.eval_count == 2
+
+
+def test_max_queue_refuses_with_ollamas_503(fresh, monkeypatch):
+    import threading
+
+    from ollama_nb.errors import ServerBusy
+
+    monkeypatch.setenv("OLLAMA_MAX_QUEUE", "1")
+    running = fresh.generate(model=SMOLLM, prompt="Count to fifty:", stream=True, options={"num_predict": 200})
+    next(running)  # the first request now owns the worker
+    waiting_result = []
+    waiter = threading.Thread(
+        target=lambda: waiting_result.append(
+            fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 2})
+        )
+    )
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while fresh._waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fresh._waiting == 1
+    with pytest.raises(ServerBusy) as refused:
+        list(fresh.generate(model=SMOLLM, prompt="Hi", stream=True, options={"num_predict": 2}))
+    assert refused.value.status == 503
+    assert str(refused.value).startswith("server busy, please try again.  maximum pending requests exceeded")
+    running.close()  # cancels the first; the waiting one then runs to completion
+    waiter.join(30)
+    assert waiting_result and waiting_result[0].eval_count == 2
+    assert fresh._waiting == 0

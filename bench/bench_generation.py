@@ -62,8 +62,10 @@ def bench_manager(manager, name: str, n_predict: int, threads: int, n_ctx: int) 
             first = now
         n += 1
     end = time.perf_counter()
-    return {"load_s": load, "ttft_s": first - start, "gen_tps": (n - 1) / (end - first),
-            "prompt_tps": final.prompt_eval_count / (first - start), "tokens": n,
+    # Count tokens, not chunks: text held back while it may still become a stop string, or an
+    # incomplete UTF-8 sequence, leaves some tokens without a chunk of their own.
+    return {"load_s": load, "ttft_s": first - start, "gen_tps": (final.eval_count - 1) / (end - first),
+            "prompt_tps": final.prompt_eval_count / (first - start), "tokens": final.eval_count,
             "engine_gen_tps": final.eval_count / final.eval_duration * 1e9}
 
 

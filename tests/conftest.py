@@ -54,6 +54,36 @@ def models_env(shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return shared_models
 
 
+TOOLS_MODEL = "tooly"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def tools_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A manager whose store holds ``tooly``: smollm2 with a Hermes-style tools template and two
+    example exchanges (MESSAGE) that teach the tiny model to answer with ``<tool_call>``."""
+    from ollama_nb.manager import ModelManager
+    from ollama_nb.store import Store
+
+    m = ModelManager(Store(tmp_path_factory.mktemp("tools-models")))
+    modelfile = Path(__file__).parent / "data" / "tools.Modelfile"
+    statuses = [ev.status for ev in m.create(TOOLS_MODEL, modelfile.read_text(), base_dir=str(modelfile.parent))]
+    assert statuses[-1] == "success"
+    yield m
+    m.close()
+
+
 def model_file(name: str) -> Path:
     """Path of a bundled GGUF inside its installed package."""
     from ollama_nb.registry.bundled import BUNDLED, bundled_files

@@ -222,3 +222,41 @@ def test_request_errors_carry_ollamas_texts(manager):
                      tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     with pytest.raises(InvalidRequest, match='option "temperature" must be of type float32'):
         ask(manager, "x", temperature="hot")
+
+
+def test_tool_calls_end_to_end(tools_manager):
+    from .conftest import TOOLS_MODEL, WEATHER_TOOL
+
+    m = tools_manager
+    assert "tools" in m.show(TOOLS_MODEL).capabilities
+    ask = {"role": "user", "content": "What is the weather in London?"}
+    opts = {"temperature": 0, "num_predict": 40}
+    reply = m.chat(model=TOOLS_MODEL, messages=[ask], tools=[WEATHER_TOOL], stream=False, options=opts)
+    calls = reply.message.tool_calls
+    assert reply.message.content == "" and calls and len(calls) == 1
+    assert calls[0].function.name == "get_weather" and calls[0].function.arguments == {"city": "London"}
+    # Streaming holds the call's text back and delivers it as one parsed chunk, never as content.
+    chunks = list(m.chat(model=TOOLS_MODEL, messages=[ask], tools=[WEATHER_TOOL], stream=True, options=opts))
+    assert "".join(c.message.content for c in chunks) == ""
+    streamed = [c.message.tool_calls for c in chunks if c.message.tool_calls]
+    assert len(streamed) == 1 and streamed[0][0].function.arguments == {"city": "London"}
+    # The tool's answer goes back into the conversation through the template's tool role.
+    follow = m.chat(
+        model=TOOLS_MODEL,
+        messages=[ask, reply.message.to_dict(), {"role": "tool", "content": "Sunny, 21 C", "tool_name": "get_weather"}],
+        tools=[WEATHER_TOOL],
+        stream=False,
+        options={"temperature": 0, "num_predict": 30},
+    )
+    assert follow.message.content and not follow.message.tool_calls
+    assert follow.prompt_eval_count > 0
+
+
+def test_without_tools_the_same_model_answers_in_text(tools_manager):
+    from .conftest import TOOLS_MODEL
+
+    reply = tools_manager.chat(
+        model=TOOLS_MODEL, messages=[{"role": "user", "content": "Say hello."}], stream=False,
+        options={"temperature": 0, "num_predict": 20},
+    )
+    assert reply.message.tool_calls is None

@@ -91,7 +91,7 @@ class ModelManager:
                     modified_at=_rfc3339(e.modified_at),
                     size=e.size,
                     digest=e.digest,
-                    details=ModelDetails(**e.details.to_dict()),
+                    details=e.details,
                 )
                 for e in self.store.list_models()
             ]

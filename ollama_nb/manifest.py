@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -45,7 +44,6 @@ __all__ = [
     "Layer",
     "Manifest",
     "ModelConfig",
-    "ModelDetails",
     "go_json",
 ]
 
@@ -336,33 +334,3 @@ class ModelConfig(BaseModel):
     def to_bytes(self) -> bytes:
         """Go ``json.Encoder`` output (trailing newline), as ``createConfigLayer`` writes it."""
         return (go_json(self.to_dict()) + "\n").encode("utf-8")
-
-
-@dataclass(frozen=True)
-class ModelDetails:
-    """``details`` of ``/api/tags``, ``/api/show`` and ``/api/ps`` (``api.ModelDetails``)."""
-
-    parent_model: str = ""
-    format: str = ""
-    family: str = ""
-    families: list[str] | None = None
-    parameter_size: str = ""
-    quantization_level: str = ""
-    context_length: int | None = None
-    embedding_length: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Ollama's JSON: ``families`` may be null; the two lengths only when known."""
-        d: dict[str, Any] = {
-            "parent_model": self.parent_model,
-            "format": self.format,
-            "family": self.family,
-            "families": self.families,
-            "parameter_size": self.parameter_size,
-            "quantization_level": self.quantization_level,
-        }
-        if self.context_length:
-            d["context_length"] = self.context_length
-        if self.embedding_length:
-            d["embedding_length"] = self.embedding_length
-        return d

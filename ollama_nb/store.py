@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config
+from .api.types import ModelDetails
 from .errors import (
     BlobNotFound,
     CorruptModel,
@@ -39,7 +40,7 @@ from .errors import (
     StorageError,
 )
 from .gguf_meta import GGUFSummary, read_gguf_summary
-from .manifest import InvalidManifest, Layer, Manifest, ModelConfig, ModelDetails
+from .manifest import InvalidManifest, Layer, Manifest, ModelConfig
 from .refs import ModelRef, blob_filename, parse_digest
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ from ollama_nb.manifest import (
     Layer,
     Manifest,
     ModelConfig,
-    ModelDetails,
     go_json,
 )
+from ollama_nb.api.types import ModelDetails
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "abc")
 

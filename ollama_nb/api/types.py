@@ -200,12 +200,25 @@ class ProgressResponse(ApiModel):
 
 
 class ModelDetails(ApiModel):
+    """``details`` of ``/api/tags``, ``/api/show`` and ``/api/ps``."""
+
     parent_model: str = ""
     format: str = ""
     family: str = ""
     families: list[str] | None = None
     parameter_size: str = ""
     quantization_level: str = ""
+    context_length: int | None = None
+    embedding_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Ollama's JSON: ``families`` is null rather than absent; the two lengths only when known."""
+        data = super().to_dict()
+        data.setdefault("families", None)
+        for key in ("context_length", "embedding_length"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 class ListModel(ApiModel):

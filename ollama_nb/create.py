@@ -80,7 +80,6 @@ def create_model(
     layers: list[mf.Layer] = []
     inherited: dict[str, list[mf.Layer]] = {}
     base_params: dict[str, object] = {}
-    config = mf.ModelConfig(model_format="gguf", architecture="amd64", os="linux")
     model_path: str
 
     if is_local_path(spec_mf.from_, os.getcwd()) or os.path.isabs(spec_mf.from_):
@@ -108,13 +107,7 @@ def create_model(
         new_layer, model_path = yield from _quantize(manager, model_path, quantize)
         layers[0] = new_layer
 
-    info = read_gguf_info(model_path)
-    config = config.model_copy(update={
-        "model_family": info.family,
-        "model_families": info.families,
-        "model_type": info.parameter_size,
-        "file_type": info.file_type,
-    })
+    config = mf.ModelConfig.for_gguf(read_gguf_info(model_path))
 
     for adapter in spec_mf.adapters:
         path = _find_gguf(Path(adapter))

@@ -285,6 +285,19 @@ class ModelConfig(BaseModel):
     architecture: str = ""
     os: str = ""
 
+    @classmethod
+    def for_gguf(cls, info: Any) -> ModelConfig:
+        """The config Ollama writes for a GGUF model layer (``info`` is a ``GGUFInfo``)."""
+        return cls(
+            model_format="gguf",
+            model_family=info.family,
+            model_families=info.families,
+            model_type=info.parameter_size,
+            file_type=info.file_type,
+            architecture="amd64",
+            os="linux",
+        )
+
     @field_validator(
         "model_format",
         "model_family",

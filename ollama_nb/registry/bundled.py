@@ -122,15 +122,7 @@ def pull_bundled(store: Store, ref: ModelRef, model: BundledModel) -> Iterator[P
             writer.abort()
             raise
     info = read_gguf_info(store.blob_path(digest))
-    config = mf.ModelConfig(
-        model_format="gguf",
-        model_family=info.family,
-        model_families=info.families,
-        model_type=info.parameter_size,
-        file_type=info.file_type,
-        architecture="amd64",
-        os="linux",
-    )
+    config = mf.ModelConfig.for_gguf(info)
     config_blob = store.write_blob_bytes(config.to_bytes())
     params_blob = store.write_blob_bytes(mf.go_json(model.params, sort_keys=True).encode())
     manifest = mf.Manifest(

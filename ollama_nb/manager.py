@@ -43,7 +43,15 @@ from .durations import keep_alive_seconds
 from .errors import InvalidRequest, ModelNotFound, OllamaNbError, ServerBusy
 from .options import merge_options, validate_options
 from .records import RequestRecord
-from .runtime import Engine, GenerationJob, GenerationResult, LoadParams, SamplingParams, TokenPiece
+from .runtime import (
+    Engine,
+    GenerationJob,
+    GenerationRequest,
+    GenerationResult,
+    LoadParams,
+    SamplingParams,
+    TokenPiece,
+)
 from .scheduler import Runner, Scheduler
 from .store import Store
 from .toolcalls import may_start_tool_call, parse_tool_calls
@@ -146,6 +154,12 @@ class ModelManager:
         for event in pull_model(self.store, name, insecure=insecure):
             yield event
 
+    def push(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        """``ollama push``: not supported; raises NotSupported (501) when called."""
+        from .registry import push_model
+
+        return push_model(self.store, name, insecure=insecure)
+
     def create(
         self,
         name: str,
@@ -199,6 +213,7 @@ class ModelManager:
             use_mmap=options.get("use_mmap") is not False,
             flash_attention=bool(fa) if fa is not None else False,
             adapters=tuple(spec.adapters),
+            num_parallel=config.num_parallel(),
         )
 
     def _keep_alive(self, value: float | str | None) -> float:
@@ -245,28 +260,29 @@ class ModelManager:
                 self._waiting -= 1
 
     def _stream(
-        self,
-        runner: Runner,
-        work: Callable[[Engine, Callable[[TokenPiece], None], threading.Event], GenerationResult],
-        ticket: _Ticket,
+        self, runner: Runner, prepare: Callable[[Engine], GenerationJob], ticket: _Ticket
     ) -> Iterator[TokenPiece | GenerationResult]:
-        """Run ``work`` on the model's worker; yield its pieces, then its result."""
+        """Queue a generation on the model's worker; yield its pieces, then its result.
+
+        Leaving early (the caller closed the iterator) sets the cancel flag and waits until the
+        worker has let go of the sequence, so the next request finds the model free.
+        """
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         cancel = threading.Event()
+        finished = threading.Event()
         submitted = time.perf_counter_ns()
 
-        def job() -> None:
+        def admitted(engine: Engine) -> GenerationJob:
             ticket.queue_ns = time.perf_counter_ns() - submitted
             ticket.leave()
-            try:
-                assert runner.engine is not None
-                events.put(work(runner.engine, events.put, cancel))
-            except BaseException as exc:  # handed to the consumer, re-raised there
-                events.put(exc)
-            finally:
-                events.put(_END)
+            return prepare(engine)
 
-        future = runner.submit(job)
+        def done(outcome: GenerationResult | BaseException) -> None:
+            events.put(outcome)  # an exception is handed to the consumer and re-raised there
+            events.put(_END)
+            finished.set()
+
+        runner.generate(GenerationRequest(admitted, events.put, cancel, done))
         try:
             while True:
                 item = events.get()
@@ -277,7 +293,7 @@ class ModelManager:
                 yield item
         finally:
             cancel.set()
-            future.result()
+            finished.wait()
 
     def _options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> dict[str, Any]:
         return merge_options(spec.params, validate_options(request_options or {}, strict=False))
@@ -379,7 +395,7 @@ class ModelManager:
         load_ns = time.perf_counter_ns() - started
         try:
 
-            def work(engine: Engine, emit: Callable[[TokenPiece], None], cancel: threading.Event) -> GenerationResult:
+            def prepare(engine: Engine) -> GenerationJob:
                 tokens = generate_tokens(
                     engine,
                     spec,
@@ -392,9 +408,9 @@ class ModelManager:
                 )
                 job = self._job(tokens, opts, grammar, top)
                 job.shift = req.shift is not False
-                return engine.generate(job, emit, cancel)
+                return job
 
-            for item in self._stream(runner, work, ticket):
+            for item in self._stream(runner, prepare, ticket):
                 if isinstance(item, GenerationResult):
                     final = GenerateResponse(
                         model=req.model,
@@ -465,13 +481,13 @@ class ModelManager:
         holding = bool(tool_names)
         try:
 
-            def work(engine: Engine, emit: Callable[[TokenPiece], None], cancel: threading.Event) -> GenerationResult:
+            def prepare(engine: Engine) -> GenerationJob:
                 tokens = chat_tokens(engine, spec, messages, tools=req.tools)
                 job = self._job(tokens, opts, grammar, top)
                 job.shift = req.shift is not False
-                return engine.generate(job, emit, cancel)
+                return job
 
-            for item in self._stream(runner, work, ticket):
+            for item in self._stream(runner, prepare, ticket):
                 if isinstance(item, GenerationResult):
                     if held:
                         calls = parse_tool_calls("".join(held), tool_names)
@@ -589,6 +605,37 @@ class ModelManager:
 
     async def aps(self) -> ProcessResponse:
         return await asyncio.to_thread(self.ps)
+
+    # ---- tokens (beyond Ollama: /api/tokenize, /api/detokenize) -------------------------------
+
+    def _on_worker(self, name: str, fn: Callable[[Engine], Any], *, keep_alive: Any, options: Any) -> Any:
+        """Run ``fn(engine)`` on the model's worker: a llama.cpp context is single-threaded, and
+        the vocabulary lives in the loaded model (loading it if needed, like any request)."""
+        spec = self.spec(name)
+        runner = self._acquire(spec, self._options(spec, options), self._keep_alive(keep_alive))
+        try:
+            return runner.call(lambda: fn(runner.engine))
+        finally:
+            self.scheduler.release(runner)
+
+    def tokenize(
+        self, model: str, content: str, *, add_special: bool = False, keep_alive: Any = None, options: Any = None
+    ) -> list[int]:
+        """Token ids of ``content``; ``add_special`` adds BOS as a prompt would (off by default,
+        as llama-server's ``/tokenize``), special-token text such as ``<|im_end|>`` is parsed."""
+        return self._on_worker(model, lambda e: e.tokenize(content, add_special=add_special),
+                               keep_alive=keep_alive, options=options)
+
+    def detokenize(self, model: str, tokens: list[int], *, keep_alive: Any = None, options: Any = None) -> str:
+        """The text of ``tokens``; ids outside the vocabulary are a 400, never a crash in C."""
+
+        def run(engine: Engine) -> str:
+            bad = next((t for t in tokens if not 0 <= t < engine.n_vocab), None)
+            if bad is not None:
+                raise InvalidRequest(f"token id {bad} is out of range [0, {engine.n_vocab})")
+            return engine.detokenize(tokens)
+
+        return self._on_worker(model, run, keep_alive=keep_alive, options=options)
 
 
 # ---- helpers -------------------------------------------------------------------------------

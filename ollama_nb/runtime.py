@@ -13,13 +13,14 @@ An ``Engine`` is not thread-safe: the scheduler gives each one a single worker t
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ class LoadParams:
     flash_attention: bool = False
     adapters: tuple[str, ...] = ()
     embedding: bool = False
+    num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
 
 
 @dataclass
@@ -170,6 +172,39 @@ def render_jinja_chat(
 
 # ---- the engine ------------------------------------------------------------------------------
 
+_context_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _sequences_per_context(n_seq: int) -> Iterator[None]:
+    """Let the next ``Llama(...)`` create a context with ``n_seq`` sequences.
+
+    ``Llama`` exposes no ``n_seq_max`` (it only raises it for embeddings), but it starts from
+    ``llama_context_default_params()`` and never touches that field otherwise, so for the
+    duration of one construction the defaults it reads carry our value. Each sequence gets its
+    own KV stream of ``n_ctx / n_seq`` cells (not unified), as Ollama gives each parallel slot
+    ``num_ctx``.
+    """
+    if n_seq <= 1:
+        yield
+        return
+    import llama_cpp.llama as llama_module
+
+    with _context_params_lock:
+        original = llama_module.llama_cpp.llama_context_default_params
+
+        def with_sequences() -> Any:
+            params = original()
+            params.n_seq_max = n_seq
+            params.kv_unified = False
+            return params
+
+        llama_module.llama_cpp.llama_context_default_params = with_sequences
+        try:
+            yield
+        finally:
+            llama_module.llama_cpp.llama_context_default_params = original
+
 
 class Engine:
     """A llama.cpp model + context, with prefix-reusing generation and embeddings."""
@@ -179,23 +214,10 @@ class Engine:
         self.model_path = model_path
         self.params = params
         started = time.perf_counter_ns()
+        parallel = 1 if params.embedding else max(1, params.num_parallel)
         try:
-            self._llm = lc.Llama(
-                model_path=model_path,
-                n_ctx=params.num_ctx,
-                n_batch=params.num_batch,
-                n_ubatch=min(params.num_batch, 512),
-                n_threads=params.num_thread,
-                n_threads_batch=params.num_thread,
-                n_gpu_layers=params.num_gpu_layers,
-                main_gpu=params.main_gpu,
-                use_mmap=params.use_mmap and not params.adapters,
-                flash_attn=params.flash_attention,
-                embedding=params.embedding,
-                pooling_type=self._pooling_for(model_path) if params.embedding else -1,
-                lora_path=params.adapters[0] if params.adapters else None,
-                verbose=log.isEnabledFor(logging.DEBUG),
-            )
+            with _sequences_per_context(parallel):
+                self._llm = self._load(model_path, params, parallel)
         except (ValueError, RuntimeError, OSError) as exc:
             raise CorruptModel(model_path, f"llama.cpp could not load it ({exc})") from exc
         for extra in params.adapters[1:]:
@@ -205,13 +227,16 @@ class Engine:
         self._model = self._llm._model
         self._vocab = self._model.vocab
         self._batch = self._llm._batch
-        self.n_ctx: int = self._llm.n_ctx()
+        self.n_parallel = parallel
+        self.n_ctx: int = int(lc.llama_n_ctx_seq(self._ctx))  # what one sequence may use
         self.n_ctx_train: int = self._model.n_ctx_train()
         self.n_vocab: int = self._llm.n_vocab()
         self.n_batch: int = self._llm.n_batch
         self._memory = lc.llama_get_memory(self._ctx)
         self._can_shift = bool(self._memory is not None and lc.llama_memory_can_shift(self._memory))
-        self._cached: list[int] = []  # tokens whose KV is in sequence 0, in order
+        self._slots: list[list[int]] = [[] for _ in range(parallel)]  # each sequence's KV tokens
+        self._last_used = [0] * parallel
+        self._use_counter = 0
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self.metadata: dict[str, str] = dict(self._llm.metadata)
@@ -222,6 +247,26 @@ class Engine:
         self.add_bos: bool = bool(self._model.add_bos_token())
         self.model_size: int = int(self._model.size())
         self.closed = False
+
+    @staticmethod
+    def _load(model_path: str, params: LoadParams, parallel: int) -> Any:
+        """The weights, one context of ``num_ctx`` per sequence, and the LoRA adapter if any."""
+        return _llama_cpp.Llama(
+            model_path=model_path,
+            n_ctx=params.num_ctx * parallel,
+            n_batch=params.num_batch,
+            n_ubatch=min(params.num_batch, 512),
+            n_threads=params.num_thread,
+            n_threads_batch=params.num_thread,
+            n_gpu_layers=params.num_gpu_layers,
+            main_gpu=params.main_gpu,
+            use_mmap=params.use_mmap and not params.adapters,
+            flash_attn=params.flash_attention,
+            embedding=params.embedding,
+            pooling_type=Engine._pooling_for(model_path) if params.embedding else -1,
+            lora_path=params.adapters[0] if params.adapters else None,
+            verbose=log.isEnabledFor(logging.DEBUG),
+        )
 
     @staticmethod
     def _pooling_for(model_path: str) -> int:
@@ -307,50 +352,53 @@ class Engine:
             add(lc.llama_sampler_init_dist(seed))
         return chain
 
-    def _decode(self, tokens: Sequence[int], start_pos: int) -> None:
-        """Evaluate ``tokens`` at ``start_pos`` in sequence 0; logits only for the last one."""
-        lc = _llama_cpp
-        batch = self._batch.batch
-        for offset in range(0, len(tokens), self.n_batch):
-            chunk = tokens[offset : offset + self.n_batch]
-            n = len(chunk)
-            batch.n_tokens = n
-            pos0 = start_pos + offset
-            for i, tok in enumerate(chunk):
-                batch.token[i] = tok
-                batch.pos[i] = pos0 + i
-                batch.seq_id[i][0] = 0
-                batch.n_seq_id[i] = 1
-                batch.logits[i] = False
-            batch.logits[n - 1] = True
-            rc = lc.llama_decode(self._ctx, batch)
-            if rc != 0:
-                self._forget_cache()
-                raise OllamaNbError(f"llama_decode failed with code {rc}")
-            self._cached.extend(chunk)
+    # -- KV cache bookkeeping, per sequence ---------------------------------------------------
 
-    def _forget_cache(self) -> None:
+    def _forget_cache(self, seq: int | None = None) -> None:
+        """Drop the KV of one sequence (or all): after an error its state is unknown."""
+        if seq is None:
+            if self._memory is not None:
+                _llama_cpp.llama_memory_clear(self._memory, True)
+            for cached in self._slots:
+                cached.clear()
+            return
         if self._memory is not None:
-            _llama_cpp.llama_memory_clear(self._memory, True)
-        self._cached = []
+            _llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        self._slots[seq].clear()
 
-    def _prepare_prompt(self, prompt: list[int], reuse: bool) -> int:
-        """Reuse the longest cached prefix; return how many prompt tokens are already in the KV."""
+    def _prepare_prompt(self, seq: int, prompt: list[int], reuse: bool) -> int:
+        """Reuse the longest cached prefix of ``seq``; return how many prompt tokens it covers."""
+        cached = self._slots[seq]
         if not reuse or self._memory is None:
-            self._forget_cache()
+            self._forget_cache(seq)
             return 0
-        common = 0
-        limit = min(len(self._cached), len(prompt))
-        while common < limit and self._cached[common] == prompt[common]:
-            common += 1
+        common = _common_prefix(cached, prompt)
         if common == len(prompt):
             common -= 1  # we need fresh logits for the last prompt token
-        if common < len(self._cached):
-            if not _llama_cpp.llama_memory_seq_rm(self._memory, 0, common, -1):
-                self._forget_cache()
+        if common < len(cached):
+            if not _llama_cpp.llama_memory_seq_rm(self._memory, seq, common, -1):
+                self._forget_cache(seq)
                 return 0
-            del self._cached[common:]
+            del cached[common:]
         return common
+
+    def _pick_slot(self, free: list[int], prompt: list[int]) -> int:
+        """Where a prompt should run, so that conversations keep their KV between turns.
+
+        A sequence whose whole cache is a prefix of the prompt is this conversation's previous
+        turn: take it (the longest one). Otherwise take an empty sequence, and failing that the
+        least recently used one, rather than overwrite another conversation that merely shares
+        a system prompt with this one.
+        """
+        continuing = [s for s in free if self._slots[s] and _common_prefix(self._slots[s], prompt) == len(self._slots[s])]
+        if continuing:
+            chosen = max(continuing, key=lambda s: len(self._slots[s]))
+        else:
+            empty = [s for s in free if not self._slots[s]]
+            chosen = empty[0] if empty else min(free, key=lambda s: self._last_used[s])
+        self._use_counter += 1
+        self._last_used[chosen] = self._use_counter
+        return chosen
 
     def _fit_prompt(self, prompt: list[int], num_keep: int) -> list[int]:
         """Keep the start (num_keep) and the newest tokens when a prompt outgrows the context."""
@@ -362,17 +410,18 @@ class Engine:
         log.warning("prompt of %d tokens truncated to fit num_ctx=%d", len(prompt), self.n_ctx)
         return prompt[:keep] + prompt[-tail:]
 
-    def _shift_context(self, num_keep: int) -> bool:
+    def _shift_context(self, seq: int, num_keep: int) -> bool:
         """Drop half of the tokens after ``num_keep`` so generation can go on (Ollama's shift)."""
-        n_past = len(self._cached)
+        cached = self._slots[seq]
+        n_past = len(cached)
         keep = max(0, min(num_keep, n_past - 2))
         discard = (n_past - keep) // 2
         if not self._can_shift or discard <= 0:
             return False
         lc = _llama_cpp
-        lc.llama_memory_seq_rm(self._memory, 0, keep, keep + discard)
-        lc.llama_memory_seq_add(self._memory, 0, keep + discard, n_past, -discard)
-        del self._cached[keep : keep + discard]
+        lc.llama_memory_seq_rm(self._memory, seq, keep, keep + discard)
+        lc.llama_memory_seq_add(self._memory, seq, keep + discard, n_past, -discard)
+        del cached[keep : keep + discard]
         return True
 
     def _top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
@@ -389,6 +438,8 @@ class Engine:
             top = [(self.piece(int(t)).decode("utf-8", "replace"), float(logits[t] - logz)) for t in best]
         return float(logits[chosen] - logz), top
 
+    # -- generation -------------------------------------------------------------------------
+
     def generate(
         self,
         job: GenerationJob,
@@ -396,92 +447,114 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
         """Run one request to completion, calling ``emit`` for each piece of visible text."""
-        lc = _llama_cpp
-        started = time.perf_counter_ns()
-        prompt = self._fit_prompt(list(job.prompt_tokens), job.num_keep)
-        if not prompt:
-            prompt = [self.bos_id if self.bos_id >= 0 else self.eos_id]
-        reused = self._prepare_prompt(prompt, job.reuse_cache)
-        chain = self._sampler(job)
-        lc.llama_perf_context_reset(self._ctx)
+        outcome: list[GenerationResult | BaseException] = []
+        request = GenerationRequest(lambda _engine: job, emit, cancel or threading.Event(), outcome.append)
+        pending = [request]
+
+        def take(n: int, idle: bool) -> list[GenerationRequest] | None:
+            if pending:
+                return [pending.pop()]
+            return None if idle else []
+
+        self.serve(take)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def serve(self, take: Callable[[int, bool], list[GenerationRequest] | None]) -> None:
+        """Continuous batching: run every admitted request in one shared decode loop.
+
+        Each step asks ``take(free_slots, idle)`` for newly arrived requests (``None`` means
+        nothing is left and the loop may end; ``take`` decides that atomically with its own
+        queue), puts their prompt chunks and one new token per generating sequence into a
+        single batch, decodes it once and samples every sequence that got logits. With one
+        request this is the plain generation loop; with several, llama.cpp evaluates them
+        together, which is where the throughput gain comes from.
+        """
+        active: list[_Sequence] = []
         try:
-            self._decode(prompt[reused:], reused)
-            stops = [s for s in job.stop if s]
-            max_stop = max((len(s) for s in stops), default=0)
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            generated: list[int] = []
-            text_parts: list[str] = []
-            pending = ""
-            done_reason = "stop"
-            prompt_ms = None
-            first_token_ns = None
-            want_logprobs = job.top_logprobs >= 0
-
-            def flush(text: str, piece_info: TokenPiece | None = None) -> None:
-                if text or piece_info is not None:
-                    text_parts.append(text)
-                    if piece_info is not None:
-                        piece_info.text = text
-                        emit(piece_info)
-                    else:
-                        emit(TokenPiece(text))
-
             while True:
-                if cancel is not None and cancel.is_set():
-                    done_reason = "cancel"
-                    break
-                token = lc.llama_sampler_sample(chain, self._ctx, -1)
-                if prompt_ms is None:
-                    perf = lc.llama_perf_context(self._ctx)
-                    prompt_ms = perf.t_p_eval_ms + perf.t_eval_ms
-                    first_token_ns = time.perf_counter_ns() - started
-                if self.is_eog(token):
-                    break
-                generated.append(token)
-                piece_info = None
-                if want_logprobs:
-                    lp, top = self._top_logprobs(-1, token, job.top_logprobs)
-                    piece_info = TokenPiece("", token, lp, top)
-                pending += decoder.decode(self.piece(token))
-                hit = _first_stop(pending, stops) if stops else -1
-                if hit >= 0:
-                    flush(pending[:hit], piece_info)
-                    pending = ""
-                    break
-                safe = len(pending) - _stop_prefix_len(pending, stops, max_stop) if stops else len(pending)
-                if safe > 0 or piece_info is not None:
-                    flush(pending[:safe], piece_info)
-                    pending = pending[safe:]
-                if 0 <= job.num_predict <= len(generated):
-                    done_reason = "length"
-                    break
-                if len(self._cached) >= self.n_ctx:
-                    if not (job.shift and self._shift_context(job.num_keep)):
-                        done_reason = "length"
-                        break
-                self._decode((token,), len(self._cached))
-            tail = pending + decoder.decode(b"", final=True)
-            if tail:
-                flush(tail)
-            perf = lc.llama_perf_context(self._ctx)
-            total_ms = perf.t_p_eval_ms + perf.t_eval_ms
-            prompt_ms = total_ms if prompt_ms is None else prompt_ms
-            return GenerationResult(
-                text="".join(text_parts),
-                done_reason=done_reason,
-                tokens=prompt + generated,
-                prompt_eval_count=len(prompt) - reused,
-                prompt_eval_duration_ns=int(prompt_ms * 1e6),
-                eval_count=len(generated),
-                eval_duration_ns=int((total_ms - prompt_ms) * 1e6),
-                cached_tokens=reused,
-                first_token_ns=first_token_ns,
-            )
-        except BaseException:
+                busy = {s.seq for s in active}
+                free = [i for i in range(self.n_parallel) if i not in busy]
+                arrived = take(len(free), not active) if free else []
+                if arrived is None:
+                    return
+                for request in arrived:
+                    seq = self._admit(request, free)
+                    if seq is not None:
+                        active.append(seq)
+                        free.remove(seq.seq)
+                for s in active:
+                    if s.cancel.is_set():
+                        s.finish("cancel")
+                active = [s for s in active if not s.finished]
+                if active:
+                    self._step(active)
+                    active = [s for s in active if not s.finished]
+        except BaseException as exc:
             self._forget_cache()  # an interrupted decode leaves the KV in an unknown state
+            for s in active:
+                s.fail(exc)
             raise
-        finally:
-            lc.llama_sampler_free(chain)
+
+    def _admit(self, request: GenerationRequest, free: list[int]) -> _Sequence | None:
+        try:
+            job = request.prepare(self)
+            prompt = self._fit_prompt(list(job.prompt_tokens), job.num_keep)
+            if not prompt:
+                prompt = [self.bos_id if self.bos_id >= 0 else self.eos_id]
+            slot = self._pick_slot(free, prompt)
+            reused = self._prepare_prompt(slot, prompt, job.reuse_cache)
+            return _Sequence(self, slot, request, job, prompt, reused)
+        except Exception as exc:  # this request's own fault (template, grammar): it alone fails
+            request.done(exc)
+            return None
+
+    def _step(self, active: list[_Sequence]) -> None:
+        """One batch: a token for every generating sequence, then prompt chunks up to n_batch."""
+        lc = _llama_cpp
+        batch = self._batch.batch
+        n = 0
+        for s in active:
+            if s.next_token is not None:
+                cached = self._slots[s.seq]
+                batch.token[n] = s.next_token
+                batch.pos[n] = len(cached)
+                batch.seq_id[n][0] = s.seq
+                batch.n_seq_id[n] = 1
+                batch.logits[n] = True
+                cached.append(s.next_token)
+                s.logits_at = n
+                s.next_token = None
+                n += 1
+        for s in active:
+            if not s.todo or n >= self.n_batch:
+                continue
+            if s.decode_started_ns is None:
+                s.decode_started_ns = time.perf_counter_ns()
+            cached = self._slots[s.seq]
+            chunk = s.todo[: self.n_batch - n]
+            del s.todo[: len(chunk)]
+            pos = len(cached)
+            for i, tok in enumerate(chunk):
+                batch.token[n] = tok
+                batch.pos[n] = pos + i
+                batch.seq_id[n][0] = s.seq
+                batch.n_seq_id[n] = 1
+                batch.logits[n] = False
+                n += 1
+            cached.extend(chunk)
+            if not s.todo:
+                batch.logits[n - 1] = True
+                s.logits_at = n - 1
+        batch.n_tokens = n
+        rc = lc.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise OllamaNbError(f"llama_decode failed with code {rc}")
+        for s in active:
+            if s.logits_at >= 0:
+                index, s.logits_at = s.logits_at, -1
+                s.accept(lc.llama_sampler_sample(s.chain, self._ctx, index), index)
 
     # -- embeddings -------------------------------------------------------------------------
 
@@ -525,6 +598,136 @@ class Engine:
         if not self.closed:
             self.closed = True
             self._llm.close()
+
+
+# ---- batched generation ----------------------------------------------------------------------
+
+
+@dataclass
+class GenerationRequest:
+    """A request waiting for a sequence: how to build its job (on the worker, where tokenizing
+    is safe), where its text goes, its cancel flag, and whom to tell when it ends."""
+
+    prepare: Callable[[Engine], GenerationJob]
+    emit: Callable[[TokenPiece], None]
+    cancel: threading.Event
+    done: Callable[[GenerationResult | BaseException], None]
+
+
+class _Sequence:
+    """One request decoding in sequence ``seq``: its sampler, stop handling and text state."""
+
+    def __init__(
+        self, engine: Engine, seq: int, request: GenerationRequest, job: GenerationJob,
+        prompt: list[int], reused: int,
+    ) -> None:
+        self.engine = engine
+        self.seq = seq
+        self.job = job
+        self.emit = request.emit
+        self.cancel = request.cancel
+        self.done = request.done
+        self.prompt = prompt
+        self.reused = reused
+        self.todo = prompt[reused:]
+        self.chain = engine._sampler(job)
+        self.stops = [s for s in job.stop if s]
+        self.max_stop = max((len(s) for s in self.stops), default=0)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.generated: list[int] = []
+        self.text_parts: list[str] = []
+        self.pending = ""
+        self.next_token: int | None = None
+        self.logits_at = -1
+        self.admitted_ns = time.perf_counter_ns()
+        self.decode_started_ns: int | None = None
+        self.first_token_ns: int | None = None
+        self.finished = False
+
+    def _flush(self, text: str, info: TokenPiece | None = None) -> None:
+        if text or info is not None:
+            self.text_parts.append(text)
+            if info is not None:
+                info.text = text
+                self.emit(info)
+            else:
+                self.emit(TokenPiece(text))
+
+    def accept(self, token: int, index: int) -> None:
+        """Handle a sampled token: end of generation, a stop string, or visible text."""
+        engine, job = self.engine, self.job
+        if self.first_token_ns is None:
+            self.first_token_ns = time.perf_counter_ns()
+        if engine.is_eog(token):
+            self.finish("stop")
+            return
+        self.generated.append(token)
+        info = None
+        if job.top_logprobs >= 0:
+            lp, top = engine._top_logprobs(index, token, job.top_logprobs)
+            info = TokenPiece("", token, lp, top)
+        self.pending += self.decoder.decode(engine.piece(token))
+        stops = self.stops
+        if stops:
+            hit = _first_stop(self.pending, stops)
+            if hit >= 0:
+                self._flush(self.pending[:hit], info)
+                self.pending = ""
+                self.finish("stop")
+                return
+            safe = len(self.pending) - _stop_prefix_len(self.pending, stops, self.max_stop)
+        else:
+            safe = len(self.pending)
+        if safe > 0 or info is not None:
+            self._flush(self.pending[:safe], info)
+            self.pending = self.pending[safe:]
+        if 0 <= job.num_predict <= len(self.generated):
+            self.finish("length")
+            return
+        if len(engine._slots[self.seq]) >= engine.n_ctx:
+            if not (job.shift and engine._shift_context(self.seq, job.num_keep)):
+                self.finish("length")
+                return
+        self.next_token = token
+
+    def finish(self, reason: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        tail = self.pending + self.decoder.decode(b"", final=True)
+        if tail:
+            self._flush(tail)
+        _llama_cpp.llama_sampler_free(self.chain)
+        now = time.perf_counter_ns()
+        started = self.decode_started_ns or self.admitted_ns
+        first = self.first_token_ns or now
+        self.done(
+            GenerationResult(
+                text="".join(self.text_parts),
+                done_reason=reason,
+                tokens=self.prompt + self.generated,
+                prompt_eval_count=len(self.prompt) - self.reused,
+                prompt_eval_duration_ns=first - started,
+                eval_count=len(self.generated),
+                eval_duration_ns=now - first if self.generated else 0,
+                cached_tokens=self.reused,
+                first_token_ns=first - self.admitted_ns if self.first_token_ns else None,
+            )
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self.finished = True
+            _llama_cpp.llama_sampler_free(self.chain)
+            self.done(exc)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    limit = min(len(a), len(b))
+    i = 0
+    while i < limit and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int:

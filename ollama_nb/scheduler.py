@@ -14,13 +14,14 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import config
-from .runtime import Engine, LoadParams
+from .runtime import Engine, GenerationRequest, LoadParams
 
 log = logging.getLogger("ollama_nb.scheduler")
 T = TypeVar("T")
@@ -62,9 +63,42 @@ class Runner:
     load_error: BaseException | None = None
     _timer: threading.Timer | None = None
     _executor: ThreadPoolExecutor | None = None
+    _inbox: deque[GenerationRequest] = field(default_factory=deque)
+    _inbox_lock: threading.Lock = field(default_factory=threading.Lock)
+    _serving: bool = False
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ollama_nb:{self.key}")
+
+    def generate(self, request: GenerationRequest) -> None:
+        """Queue a generation; the worker's batch loop admits it, in arrival order, as soon as
+        one of the engine's ``num_parallel`` sequences is free. ``request.done`` gets the outcome."""
+        with self._inbox_lock:
+            self._inbox.append(request)
+            if self._serving:
+                return
+            self._serving = True
+        self.submit(self._serve)
+
+    def _serve(self) -> None:
+        try:
+            assert self.engine is not None
+            self.engine.serve(self._take)
+        except BaseException as exc:
+            with self._inbox_lock:
+                stranded, self._serving = list(self._inbox), False
+                self._inbox.clear()
+            for request in stranded:
+                request.done(exc)
+
+    def _take(self, n: int, idle: bool) -> list[GenerationRequest] | None:
+        """Up to ``n`` waiting requests; ``None`` ends the loop when it is idle and none wait
+        (decided under the lock, so a request that arrives now starts a new loop)."""
+        with self._inbox_lock:
+            if not self._inbox and idle:
+                self._serving = False
+                return None
+            return [self._inbox.popleft() for _ in range(min(n, len(self._inbox)))]
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` on this model's worker thread."""

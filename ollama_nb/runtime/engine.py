@@ -1,176 +1,33 @@
-"""One loaded model on llama.cpp: the only module that imports ``llama_cpp``.
+"""One loaded model on llama.cpp.
 
 We let llama-cpp-python's ``Llama`` load the weights and create the context (it knows every
-load option and LoRA), then drive generation ourselves through the low-level API:
-decode, one C sampler chain per request, incremental detokenisation, stop strings on a rolling
-tail, KV-cache prefix reuse across requests and context shift. The high-level
-``create_completion`` re-detokenises the whole output on every token; this loop does not, which
-is why it is faster on long outputs (see ``bench/``).
+load option and LoRA), then drive generation ourselves through the low-level API: one batch
+loop per model decodes every active sequence together (continuous batching), with one C sampler
+chain per request, incremental detokenisation, stop strings on a rolling tail, KV-cache prefix
+reuse across requests and context shift. The high-level ``create_completion`` re-detokenises the
+whole output on every token; this loop does not, which is why it is faster on long outputs.
 
 An ``Engine`` is not thread-safe: the scheduler gives each one a single worker thread.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptModel, InvalidRequest, OllamaNbError
+from ..errors import CorruptModel, InvalidRequest, OllamaNbError
+from .jobs import GenerationJob, GenerationRequest, GenerationResult, LoadParams, TokenPiece
+from .library import lib
+from .sequence import SequenceState, common_prefix
 
 log = logging.getLogger("ollama_nb.runtime")
 
-_llama_cpp: Any = None
-
-
-def llama_cpp_module() -> Any:
-    """Import llama_cpp on first use so ``import ollama_nb`` stays fast."""
-    global _llama_cpp
-    if _llama_cpp is None:
-        import llama_cpp
-
-        _llama_cpp = llama_cpp
-    return _llama_cpp
-
-
-def supports_gpu_offload() -> bool:
-    """Whether the installed llama.cpp build has a GPU backend (a build fact, not free VRAM)."""
-    return bool(llama_cpp_module().llama_supports_gpu_offload())
-
-
-def system_info() -> str:
-    return llama_cpp_module().llama_print_system_info().decode("utf-8", "replace").strip()
-
-
-# ---- parameters ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadParams:
-    """Everything that fixes a llama.cpp context; a change means a reload (Ollama's rule)."""
-
-    num_ctx: int = 4096
-    num_batch: int = 512
-    num_gpu_layers: int = 0
-    main_gpu: int = 0
-    num_thread: int = 2
-    use_mmap: bool = True
-    flash_attention: bool = False
-    adapters: tuple[str, ...] = ()
-    embedding: bool = False
-    num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
-
-
-@dataclass
-class SamplingParams:
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
-    seed: int = -1
-
-
-@dataclass
-class GenerationJob:
-    """One request as the engine sees it: tokens in, text out."""
-
-    prompt_tokens: list[int]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    grammar: str | None = None
-    stop: Sequence[str] = ()
-    num_predict: int = -1
-    num_keep: int = 4
-    shift: bool = True
-    reuse_cache: bool = True
-    top_logprobs: int = -1  # -1: no logprobs; 0..20: logprobs with that many alternatives
-
-
-@dataclass
-class TokenPiece:
-    """What the engine streams: a piece of text and, when asked for, its logprobs."""
-
-    text: str
-    token: int | None = None
-    logprob: float | None = None
-    top_logprobs: list[tuple[str, float]] | None = None
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    done_reason: str
-    tokens: list[int]
-    prompt_eval_count: int
-    prompt_eval_duration_ns: int
-    eval_count: int
-    eval_duration_ns: int
-    cached_tokens: int
-    first_token_ns: int | None = None
-
-
-def json_grammar(fmt: str | dict[str, Any] | None) -> str | None:
-    """GBNF for Ollama's ``format``: ``"json"`` or a JSON schema object (via llama.cpp's converter)."""
-    if fmt is None or fmt == "":
-        return None
-    from llama_cpp import llama_grammar
-
-    if fmt == "json":
-        return llama_grammar.JSON_GBNF
-    if isinstance(fmt, dict):
-        try:
-            return llama_grammar.json_schema_to_gbnf(json.dumps(fmt))
-        except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
-            raise InvalidRequest(f"invalid JSON schema in format: {exc}") from exc
-    if isinstance(fmt, str):
-        try:
-            return json_grammar(json.loads(fmt))
-        except json.JSONDecodeError:
-            pass
-    raise InvalidRequest(f"invalid format: {fmt!r}; expected \"json\" or a JSON schema object")
-
-
-def render_jinja_chat(
-    template: str,
-    messages: list[dict[str, Any]],
-    *,
-    tools: list[dict[str, Any]] | None = None,
-    bos_token: str = "",
-    eos_token: str = "",
-    add_generation_prompt: bool = True,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Render a GGUF (Hugging Face) Jinja chat template the way llama-cpp-python does."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    formatter = Jinja2ChatFormatter(
-        template=template,
-        eos_token=eos_token,
-        bos_token=bos_token,
-        add_generation_prompt=add_generation_prompt,
-    )
-    try:
-        return formatter(messages=messages, tools=tools or None, **(extra or {})).prompt
-    except Exception as exc:  # jinja2 raises many types; all mean "this template can't render"
-        raise InvalidRequest(f"template error: {exc}") from exc
-
-
-# ---- the engine ------------------------------------------------------------------------------
 
 _context_params_lock = threading.Lock()
 
@@ -210,7 +67,7 @@ class Engine:
     """A llama.cpp model + context, with prefix-reusing generation and embeddings."""
 
     def __init__(self, model_path: str, params: LoadParams) -> None:
-        lc = llama_cpp_module()
+        lc = lib()
         self.model_path = model_path
         self.params = params
         started = time.perf_counter_ns()
@@ -251,7 +108,7 @@ class Engine:
     @staticmethod
     def _load(model_path: str, params: LoadParams, parallel: int) -> Any:
         """The weights, one context of ``num_ctx`` per sequence, and the LoRA adapter if any."""
-        return _llama_cpp.Llama(
+        return lib().Llama(
             model_path=model_path,
             n_ctx=params.num_ctx * parallel,
             n_batch=params.num_batch,
@@ -271,7 +128,7 @@ class Engine:
     @staticmethod
     def _pooling_for(model_path: str) -> int:
         """Mean pooling for generative models whose GGUF names no pooling type (Ollama does the same)."""
-        from .gguf_meta import read_gguf_info
+        from ..gguf_meta import read_gguf_info
 
         info = read_gguf_info(model_path)
         declared = info.model_info.get(f"{info.architecture}.pooling_type")
@@ -291,7 +148,7 @@ class Engine:
     def piece(self, token: int) -> bytes:
         cached = self._pieces.get(token)
         if cached is None:
-            lc = _llama_cpp
+            lc = lib()
             n = lc.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
             cached = bytes(self._piece_buf[: max(n, 0)])
             self._pieces[token] = cached
@@ -301,7 +158,7 @@ class Engine:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
     def is_eog(self, token: int) -> bool:
-        return bool(_llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return bool(lib().llama_vocab_is_eog(self._vocab, token))
 
     def fim_tokens(self) -> tuple[int, int, int] | None:
         """(prefix, suffix, middle) ids when the vocabulary has fill-in-the-middle tokens."""
@@ -310,60 +167,18 @@ class Engine:
 
     # -- generation -------------------------------------------------------------------------
 
-    def _sampler(self, job: GenerationJob) -> Any:
-        lc = _llama_cpp
-        s = job.sampling
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        add = lambda smpl: lc.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-        last_n = self.n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
-        if last_n and (s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty):
-            penalties = lc.llama_sampler_init_penalties(
-                self.n_vocab, last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
-            )
-            for tok in job.prompt_tokens[-last_n:]:
-                lc.llama_sampler_accept(penalties, tok)
-            add(penalties)
-        if job.grammar:
-            grammar = lc.llama_sampler_init_grammar(self._vocab, job.grammar.encode(), b"root")
-            if not grammar:
-                lc.llama_sampler_free(chain)
-                raise InvalidRequest("invalid grammar for format")
-            add(grammar)
-        seed = s.seed if s.seed is not None and s.seed >= 0 else lc.LLAMA_DEFAULT_SEED
-        seed &= 0xFFFFFFFF
-        if s.temperature <= 0:
-            add(lc.llama_sampler_init_greedy())
-        elif s.mirostat == 1:
-            add(lc.llama_sampler_init_temp(s.temperature))
-            add(lc.llama_sampler_init_mirostat(self.n_vocab, seed, s.mirostat_tau, s.mirostat_eta, 100))
-        elif s.mirostat == 2:
-            add(lc.llama_sampler_init_temp(s.temperature))
-            add(lc.llama_sampler_init_mirostat_v2(seed, s.mirostat_tau, s.mirostat_eta))
-        else:
-            if s.top_k > 0:
-                add(lc.llama_sampler_init_top_k(s.top_k))
-            if s.typical_p < 1.0:
-                add(lc.llama_sampler_init_typical(s.typical_p, 1))
-            if s.top_p < 1.0:
-                add(lc.llama_sampler_init_top_p(s.top_p, 1))
-            if s.min_p > 0.0:
-                add(lc.llama_sampler_init_min_p(s.min_p, 1))
-            add(lc.llama_sampler_init_temp(s.temperature))
-            add(lc.llama_sampler_init_dist(seed))
-        return chain
-
     # -- KV cache bookkeeping, per sequence ---------------------------------------------------
 
     def _forget_cache(self, seq: int | None = None) -> None:
         """Drop the KV of one sequence (or all): after an error its state is unknown."""
         if seq is None:
             if self._memory is not None:
-                _llama_cpp.llama_memory_clear(self._memory, True)
+                lib().llama_memory_clear(self._memory, True)
             for cached in self._slots:
                 cached.clear()
             return
         if self._memory is not None:
-            _llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+            lib().llama_memory_seq_rm(self._memory, seq, -1, -1)
         self._slots[seq].clear()
 
     def _prepare_prompt(self, seq: int, prompt: list[int], reuse: bool) -> int:
@@ -372,11 +187,11 @@ class Engine:
         if not reuse or self._memory is None:
             self._forget_cache(seq)
             return 0
-        common = _common_prefix(cached, prompt)
+        common = common_prefix(cached, prompt)
         if common == len(prompt):
             common -= 1  # we need fresh logits for the last prompt token
         if common < len(cached):
-            if not _llama_cpp.llama_memory_seq_rm(self._memory, seq, common, -1):
+            if not lib().llama_memory_seq_rm(self._memory, seq, common, -1):
                 self._forget_cache(seq)
                 return 0
             del cached[common:]
@@ -390,7 +205,7 @@ class Engine:
         least recently used one, rather than overwrite another conversation that merely shares
         a system prompt with this one.
         """
-        continuing = [s for s in free if self._slots[s] and _common_prefix(self._slots[s], prompt) == len(self._slots[s])]
+        continuing = [s for s in free if self._slots[s] and common_prefix(self._slots[s], prompt) == len(self._slots[s])]
         if continuing:
             chosen = max(continuing, key=lambda s: len(self._slots[s]))
         else:
@@ -418,7 +233,7 @@ class Engine:
         discard = (n_past - keep) // 2
         if not self._can_shift or discard <= 0:
             return False
-        lc = _llama_cpp
+        lc = lib()
         lc.llama_memory_seq_rm(self._memory, seq, keep, keep + discard)
         lc.llama_memory_seq_add(self._memory, seq, keep + discard, n_past, -discard)
         del cached[keep : keep + discard]
@@ -427,7 +242,7 @@ class Engine:
     def _top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
         import numpy as np
 
-        ptr = _llama_cpp.llama_get_logits_ith(self._ctx, index)
+        ptr = lib().llama_get_logits_ith(self._ctx, index)
         logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
         peak = logits.max()
         logz = peak + math.log(float(np.exp(logits - peak).sum()))
@@ -471,7 +286,7 @@ class Engine:
         request this is the plain generation loop; with several, llama.cpp evaluates them
         together, which is where the throughput gain comes from.
         """
-        active: list[_Sequence] = []
+        active: list[SequenceState] = []
         try:
             while True:
                 busy = {s.seq for s in active}
@@ -497,7 +312,7 @@ class Engine:
                 s.fail(exc)
             raise
 
-    def _admit(self, request: GenerationRequest, free: list[int]) -> _Sequence | None:
+    def _admit(self, request: GenerationRequest, free: list[int]) -> SequenceState | None:
         try:
             job = request.prepare(self)
             prompt = self._fit_prompt(list(job.prompt_tokens), job.num_keep)
@@ -505,14 +320,14 @@ class Engine:
                 prompt = [self.bos_id if self.bos_id >= 0 else self.eos_id]
             slot = self._pick_slot(free, prompt)
             reused = self._prepare_prompt(slot, prompt, job.reuse_cache)
-            return _Sequence(self, slot, request, job, prompt, reused)
+            return SequenceState(self, slot, request, job, prompt, reused)
         except Exception as exc:  # this request's own fault (template, grammar): it alone fails
             request.done(exc)
             return None
 
-    def _step(self, active: list[_Sequence]) -> None:
+    def _step(self, active: list[SequenceState]) -> None:
         """One batch: a token for every generating sequence, then prompt chunks up to n_batch."""
-        lc = _llama_cpp
+        lc = lib()
         batch = self._batch.batch
         n = 0
         for s in active:
@@ -564,7 +379,7 @@ class Engine:
 
         if not self.params.embedding:
             raise OllamaNbError("model was not loaded for embeddings")
-        lc = _llama_cpp
+        lc = lib()
         limit = min(self.n_ctx, self.n_batch)
         vectors: list[list[float]] = []
         total_tokens = 0
@@ -598,158 +413,3 @@ class Engine:
         if not self.closed:
             self.closed = True
             self._llm.close()
-
-
-# ---- batched generation ----------------------------------------------------------------------
-
-
-@dataclass
-class GenerationRequest:
-    """A request waiting for a sequence: how to build its job (on the worker, where tokenizing
-    is safe), where its text goes, its cancel flag, and whom to tell when it ends."""
-
-    prepare: Callable[[Engine], GenerationJob]
-    emit: Callable[[TokenPiece], None]
-    cancel: threading.Event
-    done: Callable[[GenerationResult | BaseException], None]
-
-
-class _Sequence:
-    """One request decoding in sequence ``seq``: its sampler, stop handling and text state."""
-
-    def __init__(
-        self, engine: Engine, seq: int, request: GenerationRequest, job: GenerationJob,
-        prompt: list[int], reused: int,
-    ) -> None:
-        self.engine = engine
-        self.seq = seq
-        self.job = job
-        self.emit = request.emit
-        self.cancel = request.cancel
-        self.done = request.done
-        self.prompt = prompt
-        self.reused = reused
-        self.todo = prompt[reused:]
-        self.chain = engine._sampler(job)
-        self.stops = [s for s in job.stop if s]
-        self.max_stop = max((len(s) for s in self.stops), default=0)
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.generated: list[int] = []
-        self.text_parts: list[str] = []
-        self.pending = ""
-        self.next_token: int | None = None
-        self.logits_at = -1
-        self.admitted_ns = time.perf_counter_ns()
-        self.decode_started_ns: int | None = None
-        self.first_token_ns: int | None = None
-        self.finished = False
-
-    def _flush(self, text: str, info: TokenPiece | None = None) -> None:
-        if text or info is not None:
-            self.text_parts.append(text)
-            if info is not None:
-                info.text = text
-                self.emit(info)
-            else:
-                self.emit(TokenPiece(text))
-
-    def accept(self, token: int, index: int) -> None:
-        """Handle a sampled token: end of generation, a stop string, or visible text."""
-        engine, job = self.engine, self.job
-        if self.first_token_ns is None:
-            self.first_token_ns = time.perf_counter_ns()
-        if engine.is_eog(token):
-            self.finish("stop")
-            return
-        self.generated.append(token)
-        info = None
-        if job.top_logprobs >= 0:
-            lp, top = engine._top_logprobs(index, token, job.top_logprobs)
-            info = TokenPiece("", token, lp, top)
-        self.pending += self.decoder.decode(engine.piece(token))
-        stops = self.stops
-        if stops:
-            hit = _first_stop(self.pending, stops)
-            if hit >= 0:
-                self._flush(self.pending[:hit], info)
-                self.pending = ""
-                self.finish("stop")
-                return
-            safe = len(self.pending) - _stop_prefix_len(self.pending, stops, self.max_stop)
-        else:
-            safe = len(self.pending)
-        if safe > 0 or info is not None:
-            self._flush(self.pending[:safe], info)
-            self.pending = self.pending[safe:]
-        if 0 <= job.num_predict <= len(self.generated):
-            self.finish("length")
-            return
-        if len(engine._slots[self.seq]) >= engine.n_ctx:
-            if not (job.shift and engine._shift_context(self.seq, job.num_keep)):
-                self.finish("length")
-                return
-        self.next_token = token
-
-    def finish(self, reason: str) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        tail = self.pending + self.decoder.decode(b"", final=True)
-        if tail:
-            self._flush(tail)
-        _llama_cpp.llama_sampler_free(self.chain)
-        now = time.perf_counter_ns()
-        started = self.decode_started_ns or self.admitted_ns
-        first = self.first_token_ns or now
-        self.done(
-            GenerationResult(
-                text="".join(self.text_parts),
-                done_reason=reason,
-                tokens=self.prompt + self.generated,
-                prompt_eval_count=len(self.prompt) - self.reused,
-                prompt_eval_duration_ns=first - started,
-                eval_count=len(self.generated),
-                eval_duration_ns=now - first if self.generated else 0,
-                cached_tokens=self.reused,
-                first_token_ns=first - self.admitted_ns if self.first_token_ns else None,
-            )
-        )
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.finished:
-            self.finished = True
-            _llama_cpp.llama_sampler_free(self.chain)
-            self.done(exc)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    limit = min(len(a), len(b))
-    i = 0
-    while i < limit and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _first_stop(text: str, stops: Sequence[str]) -> int:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else -1
-
-
-def _stop_prefix_len(text: str, stops: Sequence[str], max_stop: int) -> int:
-    """Length of the longest tail of ``text`` that could still grow into a stop string."""
-    for n in range(min(len(text), max_stop - 1), 0, -1):
-        tail = text[-n:]
-        if any(s.startswith(tail) for s in stops):
-            return n
-    return 0
-
-
-def quantize(src: str, dst: str, ftype: int, *, threads: int = 0) -> None:
-    """Requantise a GGUF with llama.cpp's own quantizer (what ``ollama create -q`` does)."""
-    lc = llama_cpp_module()
-    params = lc.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = threads
-    rc = lc.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
-    if rc != 0:
-        raise OllamaNbError(f"quantization failed (llama.cpp returned {rc})")

@@ -1,0 +1,93 @@
+"""What goes into and comes out of a generation: plain data, no llama.cpp."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """Everything that fixes a llama.cpp context; a change means a reload (Ollama's rule)."""
+
+    num_ctx: int = 4096
+    num_batch: int = 512
+    num_gpu_layers: int = 0
+    main_gpu: int = 0
+    num_thread: int = 2
+    use_mmap: bool = True
+    flash_attention: bool = False
+    adapters: tuple[str, ...] = ()
+    embedding: bool = False
+    num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    seed: int = -1
+
+
+@dataclass
+class GenerationJob:
+    """One request as the engine sees it: tokens in, text out."""
+
+    prompt_tokens: list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    grammar: str | None = None
+    stop: Sequence[str] = ()
+    num_predict: int = -1
+    num_keep: int = 4
+    shift: bool = True
+    reuse_cache: bool = True
+    top_logprobs: int = -1  # -1: no logprobs; 0..20: logprobs with that many alternatives
+
+
+@dataclass
+class TokenPiece:
+    """What the engine streams: a piece of text and, when asked for, its logprobs."""
+
+    text: str
+    token: int | None = None
+    logprob: float | None = None
+    top_logprobs: list[tuple[str, float]] | None = None
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    done_reason: str
+    tokens: list[int]
+    prompt_eval_count: int
+    prompt_eval_duration_ns: int
+    eval_count: int
+    eval_duration_ns: int
+    cached_tokens: int
+    first_token_ns: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """A request waiting for a sequence: how to build its job (on the worker, where tokenizing
+    is safe), where its text goes, its cancel flag, and whom to tell when it ends."""
+
+    prepare: Callable[[Engine], GenerationJob]
+    emit: Callable[[TokenPiece], None]
+    cancel: threading.Event
+    done: Callable[[GenerationResult | BaseException], None]

@@ -1,0 +1,89 @@
+"""The llama.cpp library itself: imported on first use (``import ollama_nb`` stays fast), plus
+the few whole-library functions we need (build facts, quantization, grammars, Jinja templates).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from typing import Any
+
+from ..errors import InvalidRequest, OllamaNbError
+
+_llama_cpp: Any = None
+
+
+def lib() -> Any:
+    """Import llama_cpp on first use so ``import ollama_nb`` stays fast."""
+    global _llama_cpp
+    if _llama_cpp is None:
+        import llama_cpp
+
+        _llama_cpp = llama_cpp
+    return _llama_cpp
+
+
+def supports_gpu_offload() -> bool:
+    """Whether the installed llama.cpp build has a GPU backend (a build fact, not free VRAM)."""
+    return bool(lib().llama_supports_gpu_offload())
+
+
+def system_info() -> str:
+    return lib().llama_print_system_info().decode("utf-8", "replace").strip()
+
+
+def json_grammar(fmt: str | dict[str, Any] | None) -> str | None:
+    """GBNF for Ollama's ``format``: ``"json"`` or a JSON schema object (via llama.cpp's converter)."""
+    if fmt is None or fmt == "":
+        return None
+    from llama_cpp import llama_grammar
+
+    if fmt == "json":
+        return llama_grammar.JSON_GBNF
+    if isinstance(fmt, dict):
+        try:
+            return llama_grammar.json_schema_to_gbnf(json.dumps(fmt))
+        except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
+            raise InvalidRequest(f"invalid JSON schema in format: {exc}") from exc
+    if isinstance(fmt, str):
+        try:
+            return json_grammar(json.loads(fmt))
+        except json.JSONDecodeError:
+            pass
+    raise InvalidRequest(f"invalid format: {fmt!r}; expected \"json\" or a JSON schema object")
+
+
+def render_jinja_chat(
+    template: str,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Render a GGUF (Hugging Face) Jinja chat template the way llama-cpp-python does."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=eos_token,
+        bos_token=bos_token,
+        add_generation_prompt=add_generation_prompt,
+    )
+    try:
+        return formatter(messages=messages, tools=tools or None, **(extra or {})).prompt
+    except Exception as exc:  # jinja2 raises many types; all mean "this template can't render"
+        raise InvalidRequest(f"template error: {exc}") from exc
+
+
+def quantize(src: str, dst: str, ftype: int, *, threads: int = 0) -> None:
+    """Requantise a GGUF with llama.cpp's own quantizer (what ``ollama create -q`` does)."""
+    lc = lib()
+    params = lc.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    rc = lc.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
+    if rc != 0:
+        raise OllamaNbError(f"quantization failed (llama.cpp returned {rc})")

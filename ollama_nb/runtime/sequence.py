@@ -1,0 +1,132 @@
+"""One request decoding in one sequence of a shared context: its sampler, its stop strings,
+its text, its timings. The engine's batch loop owns the decode; a sequence owns the rest."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .jobs import GenerationJob, GenerationRequest, GenerationResult, TokenPiece
+from .library import lib
+from .sampling import build_sampler, first_stop, stop_prefix_len
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class SequenceState:
+    """One request decoding in sequence ``seq``: its sampler, stop handling and text state."""
+
+    def __init__(
+        self, engine: Engine, seq: int, request: GenerationRequest, job: GenerationJob,
+        prompt: list[int], reused: int,
+    ) -> None:
+        self.engine = engine
+        self.seq = seq
+        self.job = job
+        self.emit = request.emit
+        self.cancel = request.cancel
+        self.done = request.done
+        self.prompt = prompt
+        self.reused = reused
+        self.todo = prompt[reused:]
+        self.chain = build_sampler(job, vocab=engine._vocab, n_vocab=engine.n_vocab, n_ctx=engine.n_ctx)
+        self.stops = [s for s in job.stop if s]
+        self.max_stop = max((len(s) for s in self.stops), default=0)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.generated: list[int] = []
+        self.text_parts: list[str] = []
+        self.pending = ""
+        self.next_token: int | None = None
+        self.logits_at = -1
+        self.admitted_ns = time.perf_counter_ns()
+        self.decode_started_ns: int | None = None
+        self.first_token_ns: int | None = None
+        self.finished = False
+
+    def _flush(self, text: str, info: TokenPiece | None = None) -> None:
+        if text or info is not None:
+            self.text_parts.append(text)
+            if info is not None:
+                info.text = text
+                self.emit(info)
+            else:
+                self.emit(TokenPiece(text))
+
+    def accept(self, token: int, index: int) -> None:
+        """Handle a sampled token: end of generation, a stop string, or visible text."""
+        engine, job = self.engine, self.job
+        if self.first_token_ns is None:
+            self.first_token_ns = time.perf_counter_ns()
+        if engine.is_eog(token):
+            self.finish("stop")
+            return
+        self.generated.append(token)
+        info = None
+        if job.top_logprobs >= 0:
+            lp, top = engine._top_logprobs(index, token, job.top_logprobs)
+            info = TokenPiece("", token, lp, top)
+        self.pending += self.decoder.decode(engine.piece(token))
+        stops = self.stops
+        if stops:
+            hit = first_stop(self.pending, stops)
+            if hit >= 0:
+                self._flush(self.pending[:hit], info)
+                self.pending = ""
+                self.finish("stop")
+                return
+            safe = len(self.pending) - stop_prefix_len(self.pending, stops, self.max_stop)
+        else:
+            safe = len(self.pending)
+        if safe > 0 or info is not None:
+            self._flush(self.pending[:safe], info)
+            self.pending = self.pending[safe:]
+        if 0 <= job.num_predict <= len(self.generated):
+            self.finish("length")
+            return
+        if len(engine._slots[self.seq]) >= engine.n_ctx:
+            if not (job.shift and engine._shift_context(self.seq, job.num_keep)):
+                self.finish("length")
+                return
+        self.next_token = token
+
+    def finish(self, reason: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        tail = self.pending + self.decoder.decode(b"", final=True)
+        if tail:
+            self._flush(tail)
+        lib().llama_sampler_free(self.chain)
+        now = time.perf_counter_ns()
+        started = self.decode_started_ns or self.admitted_ns
+        first = self.first_token_ns or now
+        self.done(
+            GenerationResult(
+                text="".join(self.text_parts),
+                done_reason=reason,
+                tokens=self.prompt + self.generated,
+                prompt_eval_count=len(self.prompt) - self.reused,
+                prompt_eval_duration_ns=first - started,
+                eval_count=len(self.generated),
+                eval_duration_ns=now - first if self.generated else 0,
+                cached_tokens=self.reused,
+                first_token_ns=first - self.admitted_ns if self.first_token_ns else None,
+            )
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self.finished = True
+            lib().llama_sampler_free(self.chain)
+            self.done(exc)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    limit = min(len(a), len(b))
+    i = 0
+    while i < limit and a[i] == b[i]:
+        i += 1
+    return i

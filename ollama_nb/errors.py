@@ -119,3 +119,74 @@ class NotSupported(OllamaNbError):
 
 class StorageError(OllamaNbError):
     """Disk full, permission denied, ... while writing the store; nothing partial is kept."""
+
+
+class RegistryError(OllamaNbError):
+    """A pull the registry (or the network on the way to it) made fail; Ollama answers 500 with
+    the same text, e.g. ``pull model manifest: file does not exist`` or ``max retries exceeded:
+    unexpected EOF``. Nothing half-downloaded is ever left under a real blob or manifest name."""
+
+
+class RegistryUnreachable(RegistryError):
+    """No route to the registry at all (offline, DNS failure, refused, proxy down): the text is
+    Go's, ``Get "URL": dial tcp: lookup HOST: no such host``, and the hint names the fix."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            message,
+            hint=hint
+            or "check the network connection and the proxy settings (HTTPS_PROXY, HTTP_PROXY, "
+            "NO_PROXY), or use a bundled model that needs no network: smollm2:135m or gemma3:270m",
+        )
+
+
+class RegistryUnauthorized(RegistryError):
+    """The registry (or Hugging Face) wants credentials this pull did not have."""
+
+
+class PullDigestMismatch(RegistryError):
+    """Downloaded bytes that do not hash to the digest the manifest promised (Ollama's
+    ``errDigestMismatch``); the bytes are deleted before the error is raised."""
+
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(
+            f"digest mismatch, file must be downloaded again: want {expected}, got {got}",
+            hint="the download was corrupted on the way or the registry is serving bad data; "
+            "pull again",
+        )
+        self.expected = expected
+        self.got = got
+
+
+class Unauthorized(OllamaNbError):
+    """The server was started with an API key and the request did not carry it."""
+
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("unauthorized", hint="send the header 'Authorization: Bearer <OLLAMA_NB_API_KEY>'")
+
+
+class Forbidden(OllamaNbError):
+    """Refused at the door: a browser origin outside OLLAMA_ORIGINS, or a Host header that a
+    loopback-bound server does not answer (the DNS-rebinding guard)."""
+
+    status = 403
+
+
+class PayloadTooLarge(OllamaNbError):
+    """A request body over the server's limit (Go's ``http.MaxBytesReader`` text)."""
+
+    status = 413
+
+    def __init__(self) -> None:
+        super().__init__("http: request body too large")
+
+
+class ServerStopping(OllamaNbError):
+    """The HTTP server is shutting down while this request was still being answered."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("server is shutting down")

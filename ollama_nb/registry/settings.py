@@ -1,0 +1,75 @@
+"""Knobs of the downloader, with Ollama's defaults, overridable from the environment.
+
+Read on every pull (like :mod:`ollama_nb.config`), so a notebook or a test can change them with
+``os.environ`` and the next pull sees it; a CLI subprocess inherits them the same way.
+
+=================================  ================================================  ==========
+variable                           meaning                                            default
+=================================  ================================================  ==========
+``OLLAMA_NB_PULL_PART_SIZE``       bytes per ranged part (0: Ollama's rule, size/16   0
+                                   clamped to 100 MB .. 1000 MB)
+``OLLAMA_NB_PULL_CONCURRENCY``     ranged parts in flight per blob                    16
+``OLLAMA_NB_PULL_RETRIES``         failed attempts in a row (no new bytes) per part   6
+``OLLAMA_NB_PULL_STALL_TIMEOUT``   seconds without a byte before a part is retried    30
+``OLLAMA_NB_PULL_BACKOFF``         first retry delay in seconds (doubles, max 30 s)   1
+=================================  ================================================  ==========
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MB = 1000 * 1000  # Ollama's format.MegaByte
+MIN_PART_SIZE = 100 * MB
+MAX_PART_SIZE = 1000 * MB
+NUM_PARTS = 16
+MAX_REDIRECTS = 10  # Go's http.Client default, and Ollama's directURL limit
+MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is a few hundred bytes
+
+
+def _env_number(name: str, default: float, *, minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    return value if value >= minimum else default
+
+
+@dataclass(frozen=True)
+class PullSettings:
+    part_size: int = 0
+    concurrency: int = NUM_PARTS
+    max_retries: int = 6
+    stall_seconds: float = 30.0
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 30.0
+    connect_seconds: float = 30.0
+    max_redirects: int = MAX_REDIRECTS
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    progress_interval: float = 0.1  # at most ~10 progress events a second per blob
+    state_interval: float = 0.5  # how often a part's resume state is written while it runs
+
+    @classmethod
+    def from_env(cls) -> PullSettings:
+        return cls(
+            part_size=int(_env_number("OLLAMA_NB_PULL_PART_SIZE", 0, minimum=1)),
+            concurrency=int(_env_number("OLLAMA_NB_PULL_CONCURRENCY", NUM_PARTS, minimum=1)),
+            max_retries=int(_env_number("OLLAMA_NB_PULL_RETRIES", 6, minimum=1)),
+            stall_seconds=_env_number("OLLAMA_NB_PULL_STALL_TIMEOUT", 30.0, minimum=0.05),
+            backoff_seconds=_env_number("OLLAMA_NB_PULL_BACKOFF", 1.0, minimum=0.0),
+        )
+
+    def part_size_for(self, total: int) -> int:
+        """Ollama's split: a sixteenth of the blob, at least 100 MB and at most 1000 MB."""
+        if self.part_size > 0:
+            return self.part_size
+        return min(max(total // NUM_PARTS, MIN_PART_SIZE), MAX_PART_SIZE)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry ``attempt`` (1-based): 1 s, 2 s, 4 s ... capped, as Ollama's
+        per-part retry does."""
+        return min(self.backoff_seconds * (2 ** (attempt - 1)), self.max_backoff_seconds)

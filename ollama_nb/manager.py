@@ -529,8 +529,10 @@ class ModelManager:
 
     def embed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
         """``/api/embed``: L2-normalised vectors, one per input."""
+        return self._embed(request or EmbedRequest(**fields), normalize=True)
+
+    def _embed(self, req: EmbedRequest, *, normalize: bool) -> EmbedResponse:
         started = time.perf_counter_ns()
-        req = request or EmbedRequest(**fields)
         spec = self.spec(req.model)
         inputs = [req.input] if isinstance(req.input, str) else list(req.input)
         if any(not isinstance(i, str) for i in inputs):
@@ -553,7 +555,7 @@ class ModelManager:
             def work() -> tuple[list[list[float]], int]:
                 ticket.queue_ns = time.perf_counter_ns() - submitted
                 ticket.leave()
-                return runner.embedding_engine().embed(inputs, truncate=req.truncate)
+                return runner.embedding_engine().embed(inputs, truncate=req.truncate, normalize=normalize)
 
             vectors, n_tokens = runner.call(work)
         finally:
@@ -572,12 +574,15 @@ class ModelManager:
         return response
 
     def embeddings(self, request: EmbeddingsRequest | None = None, /, **fields: Any) -> EmbeddingsResponse:
-        """Legacy ``/api/embeddings``: one prompt, one vector."""
+        """Legacy ``/api/embeddings``: one prompt, one vector, not normalised (as in Ollama)."""
         req = request or EmbeddingsRequest(**fields)
         if not req.prompt:
             self.embed(EmbedRequest(model=req.model, input=[], options=req.options, keep_alive=req.keep_alive))
             return EmbeddingsResponse(embedding=[])
-        res = self.embed(EmbedRequest(model=req.model, input=req.prompt, options=req.options, keep_alive=req.keep_alive))
+        res = self._embed(
+            EmbedRequest(model=req.model, input=req.prompt, options=req.options, keep_alive=req.keep_alive),
+            normalize=False,
+        )
         return EmbeddingsResponse(embedding=res.embeddings[0])
 
     # ---- async faces -----------------------------------------------------------------------

@@ -165,6 +165,12 @@ def test_embeddings_are_unit_and_meaningful(manager):
     assert math.isclose(sum(x * x for x in short.embeddings[0]), 1.0, rel_tol=1e-6)
     legacy = manager.embeddings(model=SMOLLM, prompt="hello")
     assert len(legacy.embedding) == len(vecs[0])
+    # The legacy endpoint returns the raw pooled vector (Ollama does not normalise it), which
+    # points the same way as the normalised one.
+    norm = math.sqrt(sum(x * x for x in legacy.embedding))
+    assert not math.isclose(norm, 1.0, rel_tol=1e-3)
+    unit = manager.embed(model=SMOLLM, input="hello").embeddings[0]
+    assert all(math.isclose(x / norm, y, rel_tol=1e-4, abs_tol=1e-6) for x, y in zip(legacy.embedding, unit))
 
 
 def test_embed_truncate_false_rejects_long_input(manager):

@@ -373,8 +373,11 @@ class Engine:
 
     # -- embeddings -------------------------------------------------------------------------
 
-    def embed(self, texts: Sequence[str], *, truncate: bool = True) -> tuple[list[list[float]], int]:
-        """One pooled, L2-normalised vector per text (needs ``LoadParams.embedding``)."""
+    def embed(
+        self, texts: Sequence[str], *, truncate: bool = True, normalize: bool = True
+    ) -> tuple[list[list[float]], int]:
+        """One pooled vector per text, L2-normalised unless the legacy API asks for the raw one
+        (needs ``LoadParams.embedding``)."""
         import numpy as np
 
         if not self.params.embedding:
@@ -405,7 +408,7 @@ class Engine:
             ptr = lc.llama_get_embeddings_seq(self._ctx, 0)
             vec = np.ctypeslib.as_array(ptr, shape=(n_embd,)).astype(np.float64)
             norm = float(np.linalg.norm(vec))
-            vectors.append((vec / norm if norm > 0 else vec).tolist())
+            vectors.append((vec / norm if normalize and norm > 0 else vec).tolist())
         self._forget_cache()
         return vectors, total_tokens
 

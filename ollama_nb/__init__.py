@@ -13,8 +13,24 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .errors import OllamaNbError
     from .manager import ModelManager
+    from .notebook_api import chat, compare, embed, generate
+    from .server.lifecycle import serve
 
-__all__ = ["ModelManager", "OllamaNbError", "__version__", "default_manager"]
+__all__ = [
+    "ModelManager",
+    "OllamaNbError",
+    "__version__",
+    "chat",
+    "compare",
+    "default_manager",
+    "embed",
+    "generate",
+    "load_ipython_extension",
+    "serve",
+    "unload_ipython_extension",
+]
+
+_NOTEBOOK_API = frozenset({"chat", "generate", "embed", "compare"})
 
 _default_manager: Any = None
 
@@ -29,7 +45,25 @@ def default_manager() -> ModelManager:
     return _default_manager
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ollama_nb``: the ``%ollama``, ``%%chat`` and ``%%generate`` magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext ollama_nb``: stops a server started by ``%ollama serve``, nothing else."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _NOTEBOOK_API:  # ollama_nb.chat(...), .generate, .embed, .compare
+        from . import notebook_api
+
+        return getattr(notebook_api, name)
     if name == "ModelManager":
         from .manager import ModelManager
 
@@ -38,4 +72,8 @@ def __getattr__(name: str) -> Any:
         from .errors import OllamaNbError
 
         return OllamaNbError
+    if name == "serve":  # the server (aiohttp) loads only when asked for
+        from .server.lifecycle import serve
+
+        return serve
     raise AttributeError(f"module 'ollama_nb' has no attribute {name!r}")

@@ -115,6 +115,10 @@ def cmd_pull(args: argparse.Namespace) -> None:
     show_progress(_manager().pull(args.model, insecure=args.insecure))
 
 
+def cmd_push(args: argparse.Namespace) -> None:
+    show_progress(_manager().push(args.model, insecure=args.insecure))
+
+
 def cmd_show(args: argparse.Namespace) -> None:
     info = _manager().show(args.model, verbose=args.verbose)
     if args.modelfile:
@@ -308,6 +312,35 @@ def _repl(manager: ModelManager, args: argparse.Namespace, options: dict[str, An
             _verbose_stats(final)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """``ollama serve``: Ollama's API in the foreground on OLLAMA_HOST (127.0.0.1:11434) until
+    SIGINT/SIGTERM; the store, keep-alive, queue and CORS settings come from the same OLLAMA_*
+    variables as Ollama's."""
+    import logging
+    import signal
+    import threading
+
+    from . import __version__, config
+    from .server.lifecycle import serve
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("time=%(asctime)s level=%(levelname)s msg=%(message)s"))
+    logging.getLogger("ollama_nb").addHandler(handler)
+    setting = config.host()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = serve(_manager(), setting.host, setting.port)
+        print(f"Listening on {server.url} (ollama-nb {__version__}, Ollama API {config.api_version()})",
+              file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        server.stop()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 # ---- parser ----------------------------------------------------------------------------------
 
 
@@ -320,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="Use an insecure registry")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="Push a model to a registry (not supported)")
+    p.add_argument("model")
+    p.add_argument("--insecure", action="store_true", help="Use an insecure registry")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("list", aliases=["ls"], help="List models")
     p.set_defaults(func=cmd_list)
@@ -360,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="Stop a running model")
     p.add_argument("model")
     p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("serve", aliases=["start"], help="Start ollama-nb (Ollama's API on OLLAMA_HOST)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

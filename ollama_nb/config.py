@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .durations import keep_alive_seconds
@@ -94,3 +95,94 @@ def configure_logging() -> None:
     """Verbose logs only when ``OLLAMA_DEBUG`` asks for them."""
     level = logging.DEBUG if debug_level() else logging.WARNING
     logging.getLogger("ollama_nb").setLevel(level)
+
+
+# ---- the HTTP server -------------------------------------------------------------------------
+
+DEFAULT_PORT = 11434
+# What /api/version reports. Some clients gate features on the server's version (logprobs came
+# in Ollama 0.12.11, thinking in 0.9, structured outputs in 0.5), so we report the oldest Ollama
+# release whose native API we cover; OLLAMA_NB_API_VERSION overrides it for a stricter client.
+OLLAMA_API_VERSION = "0.12.11"
+
+
+@dataclass(frozen=True)
+class HostSetting:
+    """Where to listen, from ``OLLAMA_HOST``; ``explicit`` is False when the variable is unset."""
+
+    scheme: str
+    host: str
+    port: int
+    explicit: bool
+
+    @property
+    def address(self) -> str:
+        """``host:port`` with IPv6 hosts bracketed, as Go's ``net.JoinHostPort`` writes it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _split_host_port(hostport: str) -> tuple[str, str] | None:
+    """Go's ``net.SplitHostPort``: None where Go returns an error (no port, too many colons)."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or hostport[end + 1 : end + 2] != ":":
+            return None
+        return hostport[1:end], hostport[end + 2 :]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or ":" in host:
+        return None
+    return host, port
+
+
+def host() -> HostSetting:
+    """``OLLAMA_HOST`` parsed as Ollama's ``envconfig.Host`` does.
+
+    ``host``, ``host:port``, ``:port`` and ``scheme://host[:port][/path]`` are accepted; the port
+    defaults to 11434 (80 or 443 when an http/https scheme is written), an empty host means every
+    interface (Go listens on all for ``:port``), and a malformed port falls back to the default.
+    """
+    raw = _env("OLLAMA_HOST")
+    scheme, sep, hostport = raw.partition("://")
+    default_port = DEFAULT_PORT
+    if not sep:
+        scheme, hostport = "http", raw
+    elif scheme == "http":
+        default_port = 80
+    elif scheme == "https":
+        default_port = 443
+    hostport = hostport.split("/", 1)[0]
+    split = _split_host_port(hostport)
+    if split is None:
+        host_, port_text = (hostport.strip("[]") or "127.0.0.1"), str(default_port)
+    else:
+        host_, port_text = split
+        host_ = host_ or "0.0.0.0"
+    port = int(port_text) if port_text.isdigit() and int(port_text) <= 65535 else default_port
+    return HostSetting(scheme=scheme, host=host_, port=port, explicit=bool(raw))
+
+
+def origins() -> list[str]:
+    """CORS origins, Ollama's ``AllowedOrigins``: ``OLLAMA_ORIGINS`` (comma separated, ``*``
+    wildcards) plus localhost/127.0.0.1/0.0.0.0 on any port and the desktop-app schemes."""
+    value = _env("OLLAMA_ORIGINS")
+    out = [o.strip() for o in value.split(",") if o.strip()] if value else []
+    for name in ("localhost", "127.0.0.1", "0.0.0.0"):
+        out += [f"http://{name}", f"https://{name}", f"http://{name}:*", f"https://{name}:*"]
+    out += ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
+    return out
+
+
+def api_key() -> str | None:
+    """``OLLAMA_NB_API_KEY``: when set, every request must send ``Authorization: Bearer <key>``."""
+    return _env("OLLAMA_NB_API_KEY") or None
+
+
+def allowed_hosts() -> list[str]:
+    """``OLLAMA_NB_ALLOWED_HOSTS``: extra ``Host`` names a loopback-bound server accepts (e.g. a
+    JupyterHub's public name, which jupyter-server-proxy forwards); ``*`` turns the check off."""
+    return [h.strip().lower() for h in _env("OLLAMA_NB_ALLOWED_HOSTS").split(",") if h.strip()]
+
+
+def api_version() -> str:
+    """The version ``/api/version`` reports (``OLLAMA_NB_API_VERSION`` or OLLAMA_API_VERSION)."""
+    return _env("OLLAMA_NB_API_VERSION") or OLLAMA_API_VERSION

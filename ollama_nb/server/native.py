@@ -1,0 +1,562 @@
+"""Ollama's native REST API (``/api/*``) over a :class:`~ollama_nb.manager.ModelManager`.
+
+Routes, methods, bodies, status codes and error texts follow Ollama's ``server/routes.go`` so the
+official clients work unchanged; ``/api/tokenize`` and ``/api/detokenize`` are additions that
+Ollama users keep asking for. Handlers never block the loop: inference is driven through
+:class:`~ollama_nb.server.streaming.ChunkPump`, and every other manager call (they read
+manifests, hash blobs, load models) runs in a thread.
+
+Request bodies are decoded the way Go's ``encoding/json`` decodes them: unknown fields are
+ignored, ``null`` leaves a field at its default, a wrong type is a 400 with Go's wording, and an
+empty body is ``missing request body``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import types
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from .. import config
+from ..api.types import (
+    ApiModel,
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    Message,
+    ProgressResponse,
+)
+from ..errors import (
+    BlobNotFound,
+    InvalidModelName,
+    InvalidRequest,
+    ModelNotFound,
+    NotSupported,
+)
+from ..refs import ModelRef, parse_digest
+from .keys import MANAGER
+from .security import streams_body
+from .streaming import json_response, last, respond_chunks
+
+if typing.TYPE_CHECKING:
+    from ..manager import ModelManager
+
+M = TypeVar("M", bound=BaseModel)
+
+BLOB_CHUNK = 1 << 20  # bytes handed to the disk writer at a time
+
+
+# ---- request shapes not (yet) in api/types.py ------------------------------------------------
+# Move these to api/types.py when a second user (the HTTP client, the magics) needs them.
+
+
+class ShowRequest(ApiModel):
+    model: str = ""
+    name: str = ""  # legacy spelling, still sent by old clients
+    verbose: bool = False
+    system: str | None = None
+    options: dict[str, Any] | None = None
+
+
+class PullRequest(ApiModel):
+    model: str = ""
+    name: str = ""
+    insecure: bool = False
+    stream: bool = True
+
+
+class PushRequest(PullRequest):
+    pass
+
+
+class CreateRequest(ApiModel):
+    model: str = ""
+    name: str = ""
+    from_: str = Field("", alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[Message] | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+
+class CopyRequest(ApiModel):
+    source: str = ""
+    destination: str = ""
+
+
+class DeleteRequest(ApiModel):
+    model: str = ""
+    name: str = ""
+
+
+class TokenizeRequest(ApiModel):
+    """``/api/tokenize`` (not in Ollama): ``content`` (or ``prompt``) as the model's tokenizer
+    splits it; ``add_special`` adds BOS/EOS as a prompt would (off, as in llama-server)."""
+
+    model: str = ""
+    content: str | None = None
+    prompt: str | None = None
+    add_special: bool = False
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class DetokenizeRequest(ApiModel):
+    model: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class TokenizeResponse(ApiModel):
+    tokens: list[int] = Field(default_factory=list)
+
+
+class DetokenizeResponse(ApiModel):
+    content: str = ""
+
+
+# ---- decoding like Go ------------------------------------------------------------------------
+
+_GO_STRUCT = {"EmbeddingsRequest": "EmbeddingRequest"}
+_GO_FIELD_TYPE = {"keep_alive": "api.Duration", "format": "json.RawMessage", "think": "api.ThinkValue"}
+_GO_SCALAR = {str: "string", bool: "bool", int: "int", float: "float64"}
+
+
+def _quote_char(ch: str) -> str:
+    """Go's ``quoteChar`` for syntax errors: ``'x'``, ``'\\''``, ``'"'``, ``'\\n'``."""
+    if ch == "'":
+        return "'\\''"
+    if ch == '"':
+        return "'\"'"
+    return "'" + json.dumps(ch)[1:-1] + "'"
+
+
+def _syntax_error(doc: str, err: json.JSONDecodeError) -> str:
+    """The Go decoder's wording for a JSON syntax error."""
+    if err.pos >= len(doc) or err.msg.startswith("Unterminated string"):
+        return "unexpected EOF"
+    ch = doc[err.pos]
+    if err.msg.startswith("Invalid control character"):
+        return f"invalid character {_quote_char(ch)} in string literal"
+    context = {
+        "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+        "Expecting ':' delimiter": "after object key",
+        "Expecting ',' delimiter": "after object key:value pair" if _innermost(doc, err.pos) == "{" else "after array element",
+    }.get(err.msg, "looking for beginning of value")
+    return f"invalid character {_quote_char(ch)} {context}"
+
+
+def _innermost(doc: str, pos: int) -> str:
+    """The innermost open bracket at ``pos`` (strings skipped): which Go message applies."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in doc[:pos]:
+        if in_string:
+            escaped = not escaped and ch == "\\"
+            if ch == '"' and not escaped:
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "null"
+
+
+def _go_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return _go_type(args[0]) if len(args) == 1 else "interface {}"
+    if origin is list:
+        return "[]" + (_go_type(args[0]) if args else "interface {}")
+    if origin is dict:
+        return "map[string]" + (_go_type(args[1]) if len(args) == 2 else "interface {}")
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "api." + annotation.__name__
+    return _GO_SCALAR.get(annotation, "interface {}")
+
+
+def _strip_optional(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _unmarshal_error(cls: type[BaseModel], error: dict[str, Any]) -> str:
+    """``json: cannot unmarshal <kind> into Go struct field <Struct>.<path> of type <type>``."""
+    path: list[str] = []
+    annotation: Any = cls
+    for part in error["loc"]:
+        current = _strip_optional(annotation)
+        if isinstance(part, int):  # an element of a list
+            args = typing.get_args(current)
+            annotation = args[0] if typing.get_origin(current) is list and args else Any
+            continue
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        if part not in fields:
+            break  # a union member's tag, not a field
+        path.append(fields[part].alias or part)
+        annotation = fields[part].annotation
+    go_type = (_GO_FIELD_TYPE.get(path[-1]) if path else None) or _go_type(annotation)
+    struct = _GO_STRUCT.get(cls.__name__, cls.__name__)
+    kind = _json_kind(error.get("input"))
+    return f"json: cannot unmarshal {kind} into Go struct field {struct}.{'.'.join(path)} of type {go_type}"
+
+
+async def read_json(request: web.Request, cls: type[BaseModel] | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, or Ollama's 400 for an empty or malformed body."""
+    raw = await request.read()
+    text = raw.decode("utf-8", errors="replace").lstrip(" \t\r\n")
+    if not text:
+        raise InvalidRequest("missing request body")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text)  # like Go's Decoder: trailing data ignored
+    except json.JSONDecodeError as err:
+        raise InvalidRequest(_syntax_error(text, err)) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        struct = _GO_STRUCT.get(cls.__name__, cls.__name__) if cls else "Request"
+        raise InvalidRequest(f"json: cannot unmarshal {_json_kind(value)} into Go value of type api.{struct}")
+    return value
+
+
+def parse(cls: type[M], body: dict[str, Any]) -> M:
+    """Validate ``body`` strictly (Go does not turn ``"5"`` into 5) into one of the API types."""
+    data = {k: v for k, v in body.items() if v is not None}
+    if isinstance(data.get("messages"), list):
+        data["messages"] = [
+            {k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m
+            for m in data["messages"]
+        ]
+    try:
+        return cls.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise InvalidRequest(_unmarshal_error(cls, exc.errors(include_url=False)[0])) from None
+
+
+async def decode(request: web.Request, cls: type[M]) -> M:
+    return parse(cls, await read_json(request, cls))
+
+
+def _manager(request: web.Request) -> ModelManager:
+    return request.app[MANAGER]
+
+
+# ---- general ---------------------------------------------------------------------------------
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="Ollama is running", content_type="text/plain")
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response({"version": config.api_version()})
+
+
+# ---- inference -------------------------------------------------------------------------------
+
+
+def _named_as_asked(name: str, factory: Callable[[], Iterator[Any]]) -> Callable[[], Iterator[Any]]:
+    """Ollama's generate/chat/delete 404 names the model as the request spelled it
+    (``model 'llama3' not found``), not the resolved ``llama3:latest``."""
+
+    def run() -> Iterator[Any]:
+        try:
+            return factory()
+        except ModelNotFound as exc:
+            if exc.name and exc.name != name:
+                raise ModelNotFound(name) from None
+            raise
+
+    return run
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    from ..manager import _collect_generate
+
+    req = await decode(request, GenerateRequest)
+    manager = _manager(request)
+    streamed = req.model_copy(update={"stream": True})  # a stream can be cancelled; collect it here
+    return await respond_chunks(request, _named_as_asked(req.model, lambda: manager.generate(streamed)),
+                                stream=req.stream, collect=_collect_generate)
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    from ..manager import _collect_chat
+
+    req = await decode(request, ChatRequest)
+    manager = _manager(request)
+    streamed = req.model_copy(update={"stream": True})
+    return await respond_chunks(request, _named_as_asked(req.model, lambda: manager.chat(streamed)),
+                                stream=req.stream, collect=_collect_chat)
+
+
+def _embed_not_found(name: str, exc: ModelNotFound) -> ModelNotFound:
+    """Embeddings go through Ollama's scheduler, whose 404 text differs from generate's."""
+    return ModelNotFound(name, quote='"', suffix=", try pulling it first") if name else exc
+
+
+async def embed(request: web.Request) -> web.Response:
+    body = await read_json(request, EmbedRequest)
+    value = body.get("input")
+    if value is not None and not isinstance(value, str) and not (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        raise InvalidRequest("invalid input type")
+    req = parse(EmbedRequest, body)
+    try:
+        return json_response(await asyncio.to_thread(_manager(request).embed, req))
+    except ModelNotFound as exc:
+        raise _embed_not_found(req.model, exc) from None
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    req = await decode(request, EmbeddingsRequest)
+    try:
+        return json_response(await asyncio.to_thread(_manager(request).embeddings, req))
+    except ModelNotFound as exc:
+        raise _embed_not_found(req.model, exc) from None
+
+
+# ---- beyond Ollama: tokens -------------------------------------------------------------------
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    req = await decode(request, TokenizeRequest)
+    if not req.model:
+        raise InvalidRequest("model is required")
+    text = req.content if req.content is not None else (req.prompt or "")
+    tokens = await asyncio.to_thread(
+        _manager(request).tokenize, req.model, text,
+        add_special=req.add_special, keep_alive=req.keep_alive, options=req.options,
+    )
+    return json_response(TokenizeResponse(tokens=tokens))
+
+
+async def detokenize(request: web.Request) -> web.Response:
+    req = await decode(request, DetokenizeRequest)
+    if not req.model:
+        raise InvalidRequest("model is required")
+    content = await asyncio.to_thread(
+        _manager(request).detokenize, req.model, req.tokens, keep_alive=req.keep_alive, options=req.options,
+    )
+    return json_response(DetokenizeResponse(content=content))
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+async def tags(request: web.Request) -> web.Response:
+    return json_response(await asyncio.to_thread(_manager(request).list))
+
+
+async def ps(request: web.Request) -> web.Response:
+    return json_response(await asyncio.to_thread(_manager(request).ps))
+
+
+async def show(request: web.Request) -> web.Response:
+    req = await decode(request, ShowRequest)
+    name = req.model or req.name
+    if not name:
+        raise InvalidRequest("model is required")
+    return json_response(await asyncio.to_thread(_manager(request).show, name, verbose=req.verbose))
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    req = await decode(request, PullRequest)
+    name = req.model or req.name
+    ModelRef.parse(name)  # "invalid model name" before anything starts
+    manager = _manager(request)
+    return await respond_chunks(request, lambda: manager.pull(name, insecure=req.insecure),
+                                stream=req.stream, collect=last)
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    req = await decode(request, PushRequest)
+    name = req.model or req.name
+    if not name:
+        raise InvalidRequest("model is required")
+    push_model = getattr(_manager(request), "push", None)
+    if push_model is None:
+        raise NotSupported("pushing models is not supported by this server",
+                           hint="copy the model directory, or push with a real Ollama")
+    return await respond_chunks(request, lambda: push_model(name, insecure=req.insecure),
+                                stream=req.stream, collect=last)
+
+
+def _valid_file_path(path: str) -> bool:
+    """Go's ``fs.ValidPath``: relative, slash-separated, no empty, ``.`` or ``..`` elements."""
+    if path == ".":
+        return True
+    return bool(path) and not path.startswith("/") and all(p not in ("", ".", "..") for p in path.split("/"))
+
+
+def _create_progress(manager: ModelManager, target: ModelRef, req: CreateRequest,
+                     parameters: dict[str, Any]) -> Iterator[ProgressResponse]:
+    """Turn the JSON request into a Modelfile and run the one create path (on a thread)."""
+    from ..create import create_model
+    from ..modelfile import Modelfile
+
+    def blob_paths(files: dict[str, str]) -> list[str]:
+        paths = []
+        for digest in files.values():
+            if not manager.store.has_blob(digest):
+                raise BlobNotFound(digest)
+            paths.append(str(manager.store.blob_path(digest)))
+        return paths
+
+    if req.from_:  # as in Ollama, a base model name wins over files
+        source = ModelRef.parse(req.from_).full  # a name, never a path on the server's disk
+    else:
+        weights = blob_paths(req.files or {})
+        if len(weights) > 1:
+            raise NotSupported("creating a model from more than one file is not supported",
+                               hint="upload a single GGUF file")
+        source = weights[0]
+    license_ = [req.license] if isinstance(req.license, str) else list(req.license or [])
+    modelfile = Modelfile(
+        from_=source,
+        parameters=parameters,
+        template=req.template,
+        system=req.system,
+        messages=[{"role": m.role, "content": m.content} for m in req.messages or []],
+        adapters=blob_paths(req.adapters) if req.adapters else [],
+        license=license_,
+    )
+    return create_model(manager, target, modelfile, quantize=req.quantize or None)
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    from ..options import validate_options
+
+    req = await decode(request, CreateRequest)
+    for files in (req.files or {}, req.adapters or {}):
+        for path, digest in files.items():
+            if not _valid_file_path(path):
+                raise InvalidRequest("file path must be relative")
+            parse_digest(digest)  # "invalid digest format"
+    target = ModelRef.parse(req.model or req.name)
+    if not req.from_:
+        if req.files is None:
+            raise InvalidRequest("neither 'from' or 'files' was specified")
+        if not req.files:
+            raise InvalidRequest("no files provided to convert")
+    else:
+        ModelRef.parse(req.from_)  # "invalid model name" as a status, not in the stream
+    if req.adapters and len(req.adapters) > 1:
+        raise InvalidRequest("only one adapter is currently supported")
+    parameters = validate_options(req.parameters, strict=True) if req.parameters else {}
+    manager = _manager(request)
+    return await respond_chunks(request, lambda: _create_progress(manager, target, req, parameters),
+                                stream=req.stream, collect=last)
+
+
+async def copy(request: web.Request) -> web.Response:
+    req = await decode(request, CopyRequest)
+    for label, name in (("source", req.source), ("destination", req.destination)):
+        try:
+            ModelRef.parse(name)
+        except InvalidModelName:
+            raise InvalidRequest(f"{label} {json.dumps(name)} is invalid") from None
+    try:
+        await asyncio.to_thread(_manager(request).copy, req.source, req.destination)
+    except ModelNotFound:
+        raise ModelNotFound(req.source, quote='"') from None  # Ollama names the source as sent
+    return web.Response(status=200)
+
+
+async def delete(request: web.Request) -> web.Response:
+    req = await decode(request, DeleteRequest)
+    name = req.model or req.name
+    try:
+        ModelRef.parse(name)
+    except InvalidModelName:
+        raise InvalidRequest(f"name {json.dumps(name)} is invalid") from None
+    await asyncio.to_thread(_named_as_asked(name, lambda: _manager(request).delete(name)))
+    return web.Response(status=200)
+
+
+async def head_blob(request: web.Request) -> web.Response:
+    raw = request.match_info["digest"]
+    digest = parse_digest(raw)
+    if not await asyncio.to_thread(_manager(request).store.has_blob, digest):
+        raise BlobNotFound(raw)
+    return web.Response(status=200)
+
+
+@streams_body
+async def upload_blob(request: web.Request) -> web.Response:
+    """Stream the body into ``blobs/`` while hashing it: 201 new, 200 already there, 400 on a
+    digest mismatch (nothing is kept). Disk writes run off the loop."""
+    digest = parse_digest(request.match_info["digest"])
+    store = _manager(request).store
+    if await asyncio.to_thread(store.has_blob, digest):
+        return web.Response(status=200)
+    writer = await asyncio.to_thread(store.blob_writer, digest)
+    with writer:
+        pending = bytearray()
+        async for chunk in request.content.iter_chunked(BLOB_CHUNK):
+            pending += chunk
+            if len(pending) >= BLOB_CHUNK:
+                await asyncio.to_thread(writer.write, bytes(pending))
+                pending.clear()
+        if pending:
+            await asyncio.to_thread(writer.write, bytes(pending))
+        info = await asyncio.to_thread(writer.commit)
+    return web.Response(status=201 if info.created else 200)
+
+
+def setup_native(app: web.Application) -> None:
+    """Register the native routes, one method each, so a wrong method is a 405 as in gin."""
+    r = app.router
+    r.add_get("/", root)  # GET and HEAD
+    r.add_get("/api/version", version)
+    r.add_post("/api/generate", generate)
+    r.add_post("/api/chat", chat)
+    r.add_post("/api/embed", embed)
+    r.add_post("/api/embeddings", embeddings)
+    r.add_get("/api/tags", tags)
+    r.add_post("/api/show", show)
+    r.add_post("/api/pull", pull)
+    r.add_post("/api/push", push)
+    r.add_post("/api/create", create)
+    r.add_head("/api/blobs/{digest}", head_blob)
+    r.add_post("/api/blobs/{digest}", upload_blob)
+    r.add_post("/api/copy", copy)
+    r.add_delete("/api/delete", delete)
+    r.add_get("/api/ps", ps, allow_head=False)
+    r.add_post("/api/tokenize", tokenize)
+    r.add_post("/api/detokenize", detokenize)
+
+
+__all__ = ["decode", "parse", "read_json", "setup_native"]

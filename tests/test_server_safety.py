@@ -1,0 +1,218 @@
+"""Safety at the door: CORS (OLLAMA_ORIGINS), the DNS-rebinding Host check, the bearer token,
+the body limit, and errors that never leak a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+
+import ollama
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from ollama_nb.manager import ModelManager
+from ollama_nb.server.app import make_app
+from ollama_nb.server.lifecycle import serve
+from ollama_nb.server.security import OriginPolicy, host_allowed
+from ollama_nb.store import Store
+
+from .conftest import SMOLLM
+from .server_fixtures import FAST, http, live_server  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def empty_manager(tmp_path):
+    manager = ModelManager(Store(tmp_path / "store"))
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def start(tmp_path):
+    """Start extra servers, each with its own settings and its own (empty) manager, since
+    ``serve`` hands back the running server when the same manager asks again."""
+    servers = []
+
+    def _start(host="127.0.0.1", **kwargs):
+        server = serve(ModelManager(Store(tmp_path / "store")), host, 0, **kwargs)
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        server.stop()
+        server.manager.close()
+
+
+# ---- CORS ------------------------------------------------------------------------------------
+
+
+def test_origin_policy_is_ollamas():
+    from ollama_nb import config
+
+    default = OriginPolicy(config.origins())
+    for ok in ("http://localhost", "http://localhost:8888", "https://127.0.0.1:3000", "http://0.0.0.0:1",
+               "app://obsidian.md", "file://", "tauri://localhost", "vscode-webview://abc", "vscode-file://x"):
+        assert default.allows(ok), ok
+    for bad in ("https://evil.example", "http://localhost.evil.example", "http://localhost:1.evil.example",
+                "null", "chrome-extension://abc"):
+        assert not default.allows(bad), bad
+    custom = OriginPolicy(["chrome-extension://*", "https://*.example.org", "http://exact.test"])
+    assert custom.allows("chrome-extension://abcdef") and custom.allows("https://a.b.example.org")
+    assert custom.allows("http://exact.test") and not custom.allows("http://exact.test:81")
+    assert not custom.allows("https://example.org.evil") and not custom.allows("http://a.example.org")
+    assert OriginPolicy(["*"]).allows("https://anything.example")
+
+
+def test_cors_preflight_and_headers(live):
+    origin = "http://localhost:8888"  # JupyterLab's page
+    pre = http(live.url, "OPTIONS", "/api/chat", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,authorization"})
+    assert pre.status == 204 and pre.headers["Access-Control-Allow-Origin"] == origin
+    assert "POST" in pre.headers["Access-Control-Allow-Methods"]
+    assert {"Authorization", "Content-Type"} <= set(pre.headers["Access-Control-Allow-Headers"].split(","))
+    streamed = http(live.url, "POST", "/api/generate", {"model": SMOLLM, "prompt": "Hi", "options": FAST},
+                    headers={"Origin": origin})
+    assert streamed.status == 200 and streamed.headers["Access-Control-Allow-Origin"] == origin
+    failed = http(live.url, "POST", "/api/show", {"model": "nosuch"}, headers={"Origin": origin})
+    assert failed.status == 404 and failed.headers["Access-Control-Allow-Origin"] == origin
+    evil = http(live.url, "GET", "/api/tags", headers={"Origin": "https://evil.example"})
+    assert evil.status == 403 and "Access-Control-Allow-Origin" not in evil.headers
+    evil_pre = http(live.url, "OPTIONS", "/api/chat", headers={"Origin": "https://evil.example",
+                                                               "Access-Control-Request-Method": "POST"})
+    assert evil_pre.status == 403
+    same = http(live.url, "GET", "/api/tags", headers={"Origin": live.url})  # same origin: not CORS
+    assert same.status == 200
+
+
+def test_ollama_origins_extends_the_list(start, monkeypatch):
+    monkeypatch.setenv("OLLAMA_ORIGINS", "https://*.example.org, chrome-extension://*")
+    server = start()
+    ok = http(server.url, "GET", "/api/tags", headers={"Origin": "https://nb.example.org"})
+    assert ok.status == 200 and ok.headers["Access-Control-Allow-Origin"] == "https://nb.example.org"
+    assert http(server.url, "GET", "/api/tags", headers={"Origin": "chrome-extension://x"}).status == 200
+    assert http(server.url, "GET", "/api/tags", headers={"Origin": "http://localhost:9"}).status == 200
+    assert http(server.url, "GET", "/api/tags", headers={"Origin": "https://evil.example"}).status == 403
+    monkeypatch.setenv("OLLAMA_ORIGINS", "*")
+    anyone = start()
+    reply = http(anyone.url, "GET", "/api/tags", headers={"Origin": "https://evil.example"})
+    assert reply.status == 200 and reply.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# ---- Host check (DNS rebinding) --------------------------------------------------------------
+
+
+def test_host_rule_table():
+    for ok in ("localhost", "localhost:11434", "LOCALHOST", "api.localhost", "box.local", "svc.internal",
+               "127.0.0.1:80", "[::1]:11434", "10.1.2.3", "172.16.0.1", "192.168.1.7:8080", "0.0.0.0",
+               "[fd00::1]:80", socket.gethostname(), ""):
+        assert host_allowed(ok), ok
+    for bad in ("evil.example", "evil.example:11434", "8.8.8.8", "[2001:db8::1]:80", "localhost.evil.example",
+                "172.32.0.1", "local", "[fd00::1]"):  # Go cannot split a bracketed host without a port
+        assert not host_allowed(bad), bad
+    assert host_allowed("hub.example.org", ["hub.example.org"]) and host_allowed("x.y", ["*"])
+
+
+def test_loopback_server_refuses_foreign_host_headers(live):
+    rebinding = http(live.url, "GET", "/api/tags", headers={"Host": "attacker.example:11434"})
+    assert rebinding.status == 403 and "attacker.example" in rebinding.json()["error"]
+    assert http(live.url, "GET", "/api/tags", headers={"Host": "8.8.8.8"}).status == 403
+    for ok in ("localhost:11434", "notebook.localhost", "192.168.0.10"):
+        assert http(live.url, "GET", "/api/tags", headers={"Host": ok}).status == 200, ok
+    assert http(live.url, "OPTIONS", "/api/tags", headers={"Host": "localhost"}).status == 204
+
+
+def test_allowed_hosts_env_and_non_loopback_binds(start, monkeypatch):
+    monkeypatch.setenv("OLLAMA_NB_ALLOWED_HOSTS", "hub.example.org")
+    proxied = start()
+    assert http(proxied.url, "GET", "/api/tags", headers={"Host": "hub.example.org"}).status == 200
+    assert http(proxied.url, "GET", "/api/tags", headers={"Host": "other.example.org"}).status == 403
+    monkeypatch.delenv("OLLAMA_NB_ALLOWED_HOSTS")
+    exposed = start("0.0.0.0")  # bound beyond loopback: Ollama skips the check
+    assert exposed.url.startswith("http://127.0.0.1:")
+    assert http(exposed.url, "GET", "/api/tags", headers={"Host": "anything.example"}).status == 200
+
+
+# ---- bearer token ----------------------------------------------------------------------------
+
+
+def test_bearer_token(start, monkeypatch):
+    server = start(api_key="s3cret")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        refused = http(server.url, "GET", "/api/tags", headers=headers)
+        assert (refused.status, refused.json()) == (401, {"error": "unauthorized"})
+    assert http(server.url, "GET", "/api/tags", headers={"Authorization": "Bearer s3cret"}).status == 200
+    assert http(server.url, "GET", "/api/tags", headers={"Authorization": "bearer s3cret"}).status == 200
+    preflight = http(server.url, "OPTIONS", "/api/tags", headers={
+        "Origin": "http://localhost:8888", "Access-Control-Request-Method": "GET"})
+    assert preflight.status == 204  # browsers never send credentials on a preflight
+    with pytest.raises(ollama.ResponseError) as err:
+        ollama.Client(host=server.url).list()
+    assert err.value.status_code == 401
+    assert ollama.Client(host=server.url, headers={"Authorization": "Bearer s3cret"}).list().models == []
+    monkeypatch.setenv("OLLAMA_NB_API_KEY", "from-env")
+    from_env = start()
+    assert http(from_env.url, "GET", "/api/version").status == 401
+    monkeypatch.setenv("OLLAMA_API_KEY", "from-env")  # what ollama-python sends by itself
+    assert ollama.Client(host=from_env.url).list().models == []
+
+
+# ---- body limit and unexpected errors (app level) ---------------------------------------------
+
+
+async def _with_app(app, scenario):
+    async with TestServer(app) as server, ClientSession() as session:
+        return await scenario(session, str(server.make_url("")).rstrip("/"))
+
+
+def test_body_limit_is_413_json_and_blobs_are_exempt(empty_manager):
+    app = make_app(empty_manager, max_body=1024)
+    blob = b"x" * 4096
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+
+    async def scenario(session, base):
+        big = await session.post(base + "/api/generate", data=b'{"model": "' + b"m" * 2000 + b'"}')
+
+        async def chunks():  # no Content-Length: the limit applies while reading
+            for _ in range(4):
+                yield b" " * 1000
+
+        chunked = await session.post(base + "/api/generate", data=chunks())
+        upload = await session.post(f"{base}/api/blobs/{digest}", data=blob)
+        small = await session.post(base + "/api/show", json={})
+        return ((big.status, await big.json()), (chunked.status, await chunked.json()),
+                upload.status, small.status)
+
+    big, chunked, upload, small = asyncio.run(_with_app(app, scenario))
+    assert big == (413, {"error": "http: request body too large"})
+    assert chunked == (413, {"error": "http: request body too large"})
+    assert upload == 201 and empty_manager.store.has_blob(digest)
+    assert small == 400  # under the limit, handled normally ("model is required")
+
+
+def test_a_bug_is_a_one_line_500_and_a_logged_traceback(caplog, tmp_path):
+    class BrokenManager(ModelManager):
+        def list(self):
+            raise RuntimeError("disk\nexploded")
+
+    async def scenario(session, base):
+        reply = await session.get(base + "/api/tags")
+        return reply.status, await reply.json(), await (await session.get(base + "/")).text()
+
+    with caplog.at_level(logging.ERROR, logger="ollama_nb.server"):
+        status, body, root = asyncio.run(_with_app(make_app(BrokenManager(Store(tmp_path))), scenario))
+    assert (status, body) == (500, {"error": "disk exploded"})
+    assert root == "Ollama is running"  # the server keeps serving
+    assert any(r.exc_info and "disk" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_route_modules_owned_elsewhere_are_optional(empty_manager, monkeypatch):
+    from ollama_nb.server import app as app_module
+
+    monkeypatch.setattr(app_module, "_OPTIONAL_SETUPS", (("no_such_module", "setup"),))
+    app = make_app(empty_manager)
+    assert any(r.resource.canonical == "/api/chat" for r in app.router.routes())

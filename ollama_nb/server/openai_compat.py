@@ -1,0 +1,185 @@
+"""The OpenAI-compatible API (``/v1/*``), so the ``openai`` package, LangChain, LlamaIndex and
+jupyter-ai can use the kernel's models unchanged.
+
+As in Ollama, each route is a translation around the native path: the OpenAI body becomes a
+native request (:mod:`ollama_nb.openai_shapes`), the manager's async face runs it off the event
+loop, and each native reply is rewritten into OpenAI's shape. Errors always come back as
+``{"error": {"message", "type", "param", "code"}}``, whatever the rest of the server does.
+
+Streaming uses Server-Sent Events. The first native chunk is awaited before the response is
+started, so a bad request or an unknown model still gets its proper status code; an error after
+that point arrives as a final ``data: {"error": ...}`` event (which the ``openai`` client
+raises). When the client goes away, closing the chunk iterator cancels generation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from ..api.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIShape
+from ..openai_shapes import (
+    ChatStream,
+    CompletionStream,
+    chat_completion,
+    chat_request,
+    completion,
+    completion_request,
+    embed_request,
+    embedding_list,
+    error_for,
+    model_card,
+    model_list,
+    new_id,
+    parse_body,
+)
+from .keys import MANAGER
+
+__all__ = ["setup_openai"]
+
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def setup_openai(app: web.Application) -> None:
+    """Register the ``/v1`` routes on ``app`` (which holds the manager at ``app[MANAGER]``)."""
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+
+
+def _dumps(shape: OpenAIShape) -> bytes:
+    return json.dumps(shape.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _json(shape: OpenAIShape, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(shape), status=status, content_type="application/json")
+
+
+def _error(exc: BaseException) -> web.Response:
+    status, body = error_for(exc)
+    return _json(body, status)
+
+
+async def _first(chunks: AsyncIterator[Any]) -> Any:
+    """The first chunk, or None for a stream that ended without one."""
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _close(chunks: AsyncIterator[Any]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def _stream_sse(
+    request: web.Request,
+    chunks: AsyncIterator[Any],
+    first: Any,
+    translate: Callable[[Any], Sequence[OpenAIShape]],
+) -> web.StreamResponse:
+    """Write ``first`` and the rest of ``chunks`` as SSE events, then ``[DONE]``."""
+    response = web.StreamResponse(headers=_SSE_HEADERS)
+    try:
+        await response.prepare(request)
+        item = first
+        while item is not None:
+            for event in translate(item):
+                await response.write(b"data: " + _dumps(event) + b"\n\n")
+            try:
+                item = await chunks.__anext__()
+            except StopAsyncIteration:
+                item = None
+        await response.write(b"data: [DONE]\n\n")
+    except ConnectionResetError:
+        pass  # the client left; closing the iterator below cancels generation
+    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
+        _, body = error_for(exc)
+        try:
+            await response.write(b"data: " + _dumps(body) + b"\n\n")
+        except ConnectionResetError:
+            pass
+    finally:
+        await _close(chunks)
+    return response
+
+
+async def _open_stream(start: Any) -> tuple[AsyncIterator[Any], Any]:
+    """Start a native stream and pull its first chunk; on failure close it and re-raise."""
+    chunks = await start
+    try:
+        return chunks, await _first(chunks)
+    except BaseException:
+        await _close(chunks)
+        raise
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``."""
+    manager = request.app[MANAGER]
+    try:
+        req = parse_body(ChatCompletionRequest, await request.read())
+        native = chat_request(req)
+        reply_id, created = new_id("chatcmpl"), int(time.time())
+        if not native.stream:
+            return _json(chat_completion(reply_id, created, await manager.achat(native)))
+        chunks, first = await _open_stream(manager.achat(native))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error(exc)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    translator = ChatStream(reply_id, created, include_usage=include_usage)
+    return await _stream_sse(request, chunks, first, translator.feed)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/completions`` (legacy text completion; ``echo`` repeats the prompt)."""
+    manager = request.app[MANAGER]
+    try:
+        req = parse_body(CompletionRequest, await request.read())
+        native = completion_request(req)
+        echo = native.prompt if req.echo else ""
+        reply_id, created = new_id("cmpl"), int(time.time())
+        if not native.stream:
+            return _json(completion(reply_id, created, await manager.agenerate(native), echo=echo))
+        chunks, first = await _open_stream(manager.agenerate(native))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error(exc)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    translator = CompletionStream(reply_id, created, include_usage=include_usage, echo=echo)
+    return await _stream_sse(request, chunks, first, translator.feed)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """``POST /v1/embeddings``: normalised vectors as floats or base64 float32."""
+    manager = request.app[MANAGER]
+    try:
+        req = parse_body(EmbeddingRequest, await request.read())
+        reply = await manager.aembed(embed_request(req))
+        return _json(embedding_list(req.model, reply, req.encoding_format))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error(exc)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``."""
+    try:
+        return _json(model_list(await request.app[MANAGER].alist()))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error(exc)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}``; an unknown model is a 404 ``model 'x' not found``."""
+    name = request.match_info["model"]
+    try:
+        return _json(model_card(name, await request.app[MANAGER].ashow(name)))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error(exc)

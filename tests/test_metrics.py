@@ -1,0 +1,318 @@
+"""Request metrics: the recorder, ``/metrics`` (Prometheus), ``/api/metrics``, the dashboard page,
+its event stream and the PNG plots, against a real server and the real smollm2:135m."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from ollama_nb.metrics import COLUMNS, MetricsRecorder
+from ollama_nb.plots import PLOT_NAMES
+from ollama_nb.records import RequestRecord
+
+from .conftest import SMOLLM
+from .openai_fixtures import build_app, running_server, serve_in_thread
+
+GREEDY: dict[str, Any] = {"temperature": 0, "seed": 42}
+HELLO = [{"role": "user", "content": "Name three colours."}]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def server(manager: Any) -> Iterator[Any]:
+    with running_server(manager) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="ollama", max_retries=0, timeout=120)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    async def go() -> tuple[int, Any, bytes]:
+        async with aiohttp.ClientSession() as session, session.get(
+                url, headers=headers, allow_redirects=False) as res:
+            return res.status, res.headers, await res.read()
+
+    return asyncio.run(go())
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, headers, body = get(url + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def api_metrics(url: str, since: int | None = None) -> dict[str, Any]:
+    status, _, body = get(url + "/api/metrics" + ("" if since is None else f"?since={since}"))
+    assert status == 200
+    return json.loads(body)
+
+
+def make_requests(client: openai.OpenAI) -> list[tuple[str, Any]]:
+    """Five requests of every kind; returns (endpoint, usage) in the order they finished."""
+    done = []
+    for limit in (5, 8):
+        reply = client.chat.completions.create(model=SMOLLM, messages=HELLO, max_tokens=limit, **GREEDY)
+        done.append(("chat", reply.usage))
+    chunks = list(client.chat.completions.create(model=SMOLLM, messages=HELLO, max_tokens=6, stream=True,
+                                                 stream_options={"include_usage": True}, **GREEDY))
+    done.append(("chat", chunks[-1].usage))
+    done.append(("generate", client.completions.create(model=SMOLLM, prompt="Hi", max_tokens=4, **GREEDY).usage))
+    done.append(("embed", client.embeddings.create(model=SMOLLM, input=["a cat", "a dog"]).usage))
+    return done
+
+
+# ---- over HTTP -------------------------------------------------------------------------------
+
+
+def test_prometheus_counters_and_api_rows_match_the_requests(server, client):
+    before = scrape(server.url)
+    since = api_metrics(server.url)["last_seq"]
+    done = make_requests(client)
+    after = scrape(server.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    for endpoint, count in (("chat", 3), ("generate", 1), ("embed", 1)):
+        labels = {"model": SMOLLM, "endpoint": endpoint}
+        assert delta("ollama_nb_requests_total", **labels) == count
+        usages = [u for e, u in done if e == endpoint]
+        assert delta("ollama_nb_prompt_tokens_total", **labels) == sum(u.prompt_tokens for u in usages)
+        assert delta("ollama_nb_generated_tokens_total", **labels) == sum(
+            getattr(u, "completion_tokens", 0) for u in usages)
+    assert delta("ollama_nb_time_to_first_token_seconds_count", model=SMOLLM) == 4  # not the embedding
+    assert delta("ollama_nb_load_duration_seconds_count", model=SMOLLM) == 5
+    assert delta("ollama_nb_eval_duration_seconds_count", model=SMOLLM) == 4
+    assert value(after, "ollama_nb_tokens_per_second", model=SMOLLM) > 0
+    assert value(after, "ollama_nb_loaded_models") >= 1  # collected from ps() at scrape time
+    assert value(after, "ollama_nb_loaded_model_size_bytes", model=SMOLLM) > 0
+
+    new = api_metrics(server.url, since)
+    rows = new["records"]
+    assert [r["endpoint"] for r in rows] == [e for e, _ in done]
+    assert [r["eval_count"] for r in rows] == [getattr(u, "completion_tokens", 0) for _, u in done]
+    assert [r["prompt_eval_count"] for r in rows] == [u.prompt_tokens for _, u in done]
+    assert all(r["model"] == SMOLLM for r in rows)
+    assert [r["seq"] for r in rows] == list(range(since + 1, since + 6)) and new["last_seq"] == since + 5
+    assert rows[0]["tokens_per_second"] > 0 and rows[0]["ttft_ns"] > 0 and rows[-1]["ttft_ns"] is None
+    assert any(m["model"] == SMOLLM and m["requests"] >= 5 for m in new["models"])
+    assert api_metrics(server.url, new["last_seq"])["records"] == []
+
+    status, _, body = get(server.url + "/api/metrics?since=soon")
+    assert status == 400 and "since" in json.loads(body)["error"]
+
+
+def test_dashboard_page_uses_only_relative_urls_that_work(server):
+    status, headers, body = get(server.url + "/dashboard")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    html = body.decode()
+    assert "://" not in html  # nothing from the internet, no absolute URL at all
+    urls = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html)
+    urls += re.findall(r'(?:fetch|EventSource)\(\s*"([^"]*)"', html)
+    assert {"api/metrics?since=", "dashboard/events?since=", "dashboard/plot/overview.png"} <= set(urls)
+    urls = [u for u in urls if u != "data:,"]  # the empty favicon: no request at all
+    for url in urls:
+        assert not url.startswith(("/", "\\")) and ":" not in url, url
+        # behind jupyter-server-proxy the page is .../proxy/<port>/dashboard: URLs stay inside
+        assert urllib.parse.urljoin("/user/me/proxy/11434/dashboard", url).startswith("/user/me/proxy/11434/")
+
+    async def each_url_answers() -> None:
+        async with aiohttp.ClientSession() as session:
+            for url in set(urls):
+                target = urllib.parse.urljoin(server.url + "/dashboard", url + ("0" if url.endswith("=") else ""))
+                async with session.get(target, headers={"Accept": "text/event-stream"}
+                                       if "events" in url else None) as res:
+                    assert res.status == 200, url  # the event stream is closed unread
+
+    asyncio.run(each_url_answers())
+    status, headers, _ = get(server.url + "/dashboard/")
+    assert status == 302 and headers["Location"] == "../dashboard"  # relative: keeps any prefix
+
+
+async def _next_event(res: aiohttp.ClientResponse) -> tuple[str | None, str | None, Any]:
+    """(id, event, data) of the next SSE event, skipping comments and ``retry``."""
+    event_id = kind = None
+    data: list[str] = []
+    while True:
+        line = (await res.content.readline()).decode()
+        assert line, "the stream ended"
+        line = line.rstrip("\n")
+        if not line:
+            if data:
+                return event_id, kind, json.loads("\n".join(data))
+            continue
+        field, _, text = line.partition(": ")
+        if field == "id":
+            event_id = text
+        elif field == "event":
+            kind = text
+        elif field == "data":
+            data.append(text)
+
+
+def test_event_stream_delivers_each_new_record(server, client):
+    async def go() -> tuple[Any, Any, Any]:
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(server.url + "/dashboard/events",
+                                   headers={"Accept": "text/event-stream"}) as res:
+                assert res.status == 200
+                assert res.headers["Content-Type"].startswith("text/event-stream")
+                reply = await asyncio.to_thread(
+                    client.chat.completions.create, model=SMOLLM, messages=HELLO, max_tokens=7, **GREEDY)
+                event = await _next_event(res)
+            # a reconnecting EventSource sends Last-Event-ID and gets what it missed first
+            async with session.get(server.url + "/dashboard/events",
+                                   headers={"Last-Event-ID": str(int(event[0]) - 1)}) as again:
+                replayed = await _next_event(again)
+        return reply, event, replayed
+
+    reply, (event_id, kind, row), replayed = asyncio.run(go())
+    assert kind == "record" and int(event_id) == row["seq"]
+    assert row["endpoint"] == "chat" and row["model"] == SMOLLM
+    assert row["eval_count"] == reply.usage.completion_tokens == 7 and row["done_reason"] == "length"
+    assert replayed == (event_id, "record", row)
+
+
+def test_plot_pngs(server, client):
+    client.chat.completions.create(model=SMOLLM, messages=HELLO, max_tokens=3, **GREEDY)
+    for name in PLOT_NAMES:
+        status, headers, body = get(f"{server.url}/dashboard/plot/{name}.png")
+        assert status == 200 and headers["Content-Type"] == "image/png", name
+        assert body.startswith(PNG_MAGIC) and len(body) > 1000
+    status, _, body = get(server.url + "/dashboard/plot/nope.png")
+    assert status == 404 and "nope" in json.loads(body)["error"]
+
+
+# ---- the app's lifecycle ---------------------------------------------------------------------
+
+
+def test_observer_added_once_and_removed_on_cleanup(manager):
+    from ollama_nb.server.keys import METRICS
+
+    app = build_app(manager)
+    recorder = app[METRICS]
+    assert manager.observers.count(recorder.record) == 1
+    with serve_in_thread(app):
+        assert manager.observers.count(recorder.record) == 1
+    assert recorder.record not in manager.observers
+
+
+def test_an_existing_recorder_is_reused_and_left_attached(manager):
+    from ollama_nb.server.dashboard import setup_metrics
+    from ollama_nb.server.keys import MANAGER, METRICS
+
+    recorder = MetricsRecorder()
+    unwatch = recorder.watch(manager)  # e.g. a notebook already recording
+    app = web.Application()
+    app[MANAGER] = manager
+    app[METRICS] = recorder
+    setup_metrics(app)
+    assert app[METRICS] is recorder and manager.observers.count(recorder.record) == 1
+
+    async def lifecycle() -> None:
+        app.freeze()
+        await app.startup()
+        await app.shutdown()
+        await app.cleanup()
+
+    asyncio.run(lifecycle())
+    assert manager.observers.count(recorder.record) == 1  # it was not ours to remove
+    unwatch()
+    assert recorder.record not in manager.observers
+
+
+def test_stopping_the_server_ends_open_event_streams_cleanly(manager):
+    # a long shutdown timeout: were the stream not ended by the shutdown hook, aiohttp would wait
+    # for it and then cut the connection, which the client reports as a payload error
+    with serve_in_thread(build_app(manager), shutdown_timeout=60) as srv:
+        async def go() -> bytes:
+            async with aiohttp.ClientSession() as session, session.get(
+                    srv.url + "/dashboard/events") as res:
+                first = await res.content.readline()
+                stopping = asyncio.create_task(asyncio.to_thread(srv.stop))
+                rest = await res.content.read()  # raises on a cut connection
+                await stopping
+                return first + rest
+
+        body = asyncio.run(go())
+    assert body.startswith(b"retry: ")
+
+
+# ---- the recorder and the plots without a server ---------------------------------------------
+
+
+def _record(i: int, model: str = SMOLLM, **fields: Any) -> RequestRecord:
+    base: dict[str, Any] = {
+        "endpoint": "chat", "model": model, "started_at": time.time() + i, "total_ns": 10**9,
+        "load_ns": 10**6, "ttft_ns": 2 * 10**8, "prompt_eval_count": 10, "prompt_eval_ns": 10**8,
+        "eval_count": 20, "eval_ns": 4 * 10**8, "done_reason": "stop",
+    }
+    return RequestRecord(**{**base, **fields})
+
+
+def test_ring_buffer_is_bounded_but_counters_keep_counting():
+    recorder = MetricsRecorder(maxlen=3)
+    seen: list[int] = []
+    unsubscribe = recorder.subscribe(lambda seq, r: seen.append(seq))
+    for i in range(5):
+        recorder.record(_record(i))
+    unsubscribe()
+    recorder.record(_record(5, endpoint="embed", eval_count=0, eval_ns=0, ttft_ns=None))
+    assert seen == [1, 2, 3, 4, 5]
+    assert [row["seq"] for row in recorder.rows()] == [4, 5, 6] and recorder.last_seq == 6
+    assert [row["seq"] for row in recorder.rows(since=5)] == [6]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(recorder.prometheus_text().decode()) for s in f.samples}
+    assert value(samples, "ollama_nb_requests_total", model=SMOLLM, endpoint="chat") == 5
+    assert value(samples, "ollama_nb_generated_tokens_total", model=SMOLLM, endpoint="chat") == 100
+    assert value(samples, "ollama_nb_tokens_per_second", model=SMOLLM) == 50
+    assert value(samples, "ollama_nb_loaded_models") == 0  # no manager watched
+
+    frame = recorder.to_dataframe()
+    assert list(frame.columns) == list(COLUMNS) and list(frame["seq"]) == [4, 5, 6]
+    assert frame["ttft_s"].isna().tolist() == [False, False, True]
+    assert frame.loc[0, "eval_s"] == pytest.approx(0.4) and frame.loc[0, "tokens_per_second"] == 50
+    (summary,) = recorder.summary()
+    assert summary["requests"] == 3 and summary["generated_tokens"] == 40
+    assert summary["mean_tokens_per_second"] == 50 and summary["median_ttft_ms"] == 200
+
+
+def test_plots_render_with_and_without_data():
+    from ollama_nb.plots import figure, render_png
+
+    empty = MetricsRecorder()
+    assert list(empty.to_dataframe().columns) == list(COLUMNS)
+    full = MetricsRecorder()
+    for i in range(6):
+        full.record(_record(i, model=("a:1", "b:2")[i % 2], load_ns=10**9 if i < 2 else 0))
+    for name in PLOT_NAMES:
+        assert render_png(name, empty).startswith(PNG_MAGIC)
+        assert render_png(name, full.to_dataframe()).startswith(PNG_MAGIC)
+    fig = figure("tokens_per_second", full)
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["a:1", "b:2"]
+    with pytest.raises(ValueError, match="unknown plot"):
+        figure("nope", full)

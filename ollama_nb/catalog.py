@@ -107,9 +107,16 @@ class ModelSpec:
 
 
 def load_spec(store: Store, name: str) -> ModelSpec:
-    """Resolve a name to its manifest and read every small layer into a :class:`ModelSpec`."""
+    """Resolve a name to its manifest and read every small layer into a :class:`ModelSpec`.
+
+    An unknown model is :class:`ModelNotFound` naming it as given (``model 'llama3' not found``,
+    not the filled-in ``llama3:latest``), as Ollama's handlers echo the request's name.
+    """
     ref = store.resolve(name)
-    manifest = store.read_manifest(ref)
+    try:
+        manifest = store.read_manifest(ref)
+    except ModelNotFound:
+        raise ModelNotFound(name) from None
     spec = ModelSpec(
         ref=ref,
         digest=manifest.digest,

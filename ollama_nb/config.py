@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def flash_attention() -> bool | None:
     if not value:
         return None
     return value in {"1", "true", "yes", "on", "t"}
+
+
+KV_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml type ids
+
+
+def kv_cache_type() -> str:
+    """``OLLAMA_KV_CACHE_TYPE``: f16 (default), q8_0 (half the memory) or q4_0 (a quarter).
+
+    As in Ollama, a quantized cache needs flash attention; without it the cache stays f16.
+    """
+    value = _env("OLLAMA_KV_CACHE_TYPE").lower()
+    return value if value in KV_CACHE_TYPES else "f16"
 
 
 def force_cpu() -> bool:
@@ -177,10 +190,31 @@ def api_key() -> str | None:
     return _env("OLLAMA_NB_API_KEY") or None
 
 
+def _host_name(entry: str) -> str:
+    """The host name in ``hub.example.org``, ``hub.example.org:8443`` or a URL such as
+    ``https://hub.example.org/user/me/`` (lower case, no port); ``*`` stays ``*``."""
+    entry = entry.strip().lower()
+    if entry == "*" or ("//" not in entry and entry.count(":") > 1 and "[" not in entry):  # bare IPv6
+        return entry
+    try:
+        return urllib.parse.urlsplit(entry if "//" in entry else "//" + entry).hostname or ""
+    except ValueError:
+        return entry
+
+
 def allowed_hosts() -> list[str]:
-    """``OLLAMA_NB_ALLOWED_HOSTS``: extra ``Host`` names a loopback-bound server accepts (e.g. a
-    JupyterHub's public name, which jupyter-server-proxy forwards); ``*`` turns the check off."""
-    return [h.strip().lower() for h in _env("OLLAMA_NB_ALLOWED_HOSTS").split(",") if h.strip()]
+    """Extra ``Host`` names a loopback-bound server accepts: ``OLLAMA_NB_ALLOWED_HOSTS``
+    (comma-separated names or URLs; ``*`` turns the check off), plus the public names JupyterHub
+    gives its single-user servers (``JUPYTERHUB_PUBLIC_URL``, ``JUPYTERHUB_HOST``).
+
+    Behind jupyter-server-proxy the server sees the ``Host`` the browser sent to Jupyter: a local
+    name for a Jupyter on this machine (accepted anyway), the hub's public name on a JupyterHub
+    or Binder, which is what this list is for. A name the user or the hub's admin declared is
+    safe to accept: a DNS-rebinding page can only send its own name.
+    """
+    names = [_host_name(h) for h in _env("OLLAMA_NB_ALLOWED_HOSTS").split(",") if h.strip()]
+    names += [_host_name(_env(var)) for var in ("JUPYTERHUB_PUBLIC_URL", "JUPYTERHUB_HOST") if _env(var)]
+    return [n for n in dict.fromkeys(names) if n]
 
 
 def api_version() -> str:

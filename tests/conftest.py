@@ -18,7 +18,8 @@ GEMMA = "gemma3:270m"
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
     for var in ("OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH",
-                "OLLAMA_LLM_LIBRARY", "OLLAMA_NOPRUNE", "OLLAMA_DEBUG"):
+                "OLLAMA_LLM_LIBRARY", "OLLAMA_NOPRUNE", "OLLAMA_DEBUG", "OLLAMA_FLASH_ATTENTION",
+                "OLLAMA_KV_CACHE_TYPE", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -212,6 +212,12 @@ def test_request_errors_carry_ollamas_texts(manager):
     with pytest.raises(ModelNotFound) as err:
         manager.generate(model="nosuch:latest", prompt="x", stream=False)
     assert str(err.value) == "model 'nosuch:latest' not found" and err.value.status == 404
+    for call in (lambda: manager.generate(model="nosuch", prompt="x", stream=False),  # echoed as given
+                 lambda: manager.chat(model="nosuch", messages=[{"role": "user", "content": "x"}], stream=False),
+                 lambda: manager.show("nosuch"), lambda: manager.delete("nosuch")):
+        with pytest.raises(ModelNotFound) as err:
+            call()
+        assert str(err.value) == "model 'nosuch' not found" and err.value.name == "nosuch"
     with pytest.raises(InvalidModelName) as bad:
         manager.chat(model="bad name!", messages=[{"role": "user", "content": "x"}], stream=False)
     assert str(bad.value) == "invalid model name" and bad.value.status == 400

@@ -207,6 +207,28 @@ def test_plot_pngs(server, client):
     assert status == 404 and "nope" in json.loads(body)["error"]
 
 
+def test_a_stream_the_client_abandons_is_a_cancel_row(server):
+    since = api_metrics(server.url)["last_seq"]
+
+    async def read_one_line_and_hang_up() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": SMOLLM, "prompt": "Write a long story about a dragon.",
+                    "options": {**GREEDY, "num_predict": 400}}
+            async with session.post(server.url + "/api/generate", json=body) as res:
+                assert res.status == 200
+                return json.loads(await res.content.readline())
+
+    first = asyncio.run(read_one_line_and_hang_up())
+    assert first["done"] is False
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60  # the server notices at its next write
+    while not rows and time.monotonic() < deadline:
+        rows = api_metrics(server.url, since)["records"]
+        time.sleep(0.05)
+    assert [(r["endpoint"], r["done_reason"]) for r in rows] == [("generate", "cancel")]
+    assert 1 <= rows[0]["eval_count"] < 400 and rows[0]["ttft_ns"] > 0
+
+
 # ---- the app's lifecycle ---------------------------------------------------------------------
 
 

@@ -150,3 +150,40 @@ def test_max_queue_refuses_with_ollamas_503(fresh, monkeypatch):
     waiter.join(30)
     assert waiting_result and waiting_result[0].eval_count == 2
     assert fresh._waiting == 0
+
+
+def test_a_stream_the_consumer_closes_is_recorded_as_cancel(fresh):
+    records = []
+    fresh.observers.append(records.append)
+    opts = {"num_predict": 400, "temperature": 0, "seed": 1}
+    gen = fresh.generate(model=SMOLLM, prompt="Write a long story about a dragon.", stream=True, options=opts)
+    got = [next(gen) for _ in range(3)]
+    assert not any(c.done for c in got)
+    gen.close()
+    assert [(r.endpoint, r.done_reason) for r in records] == [("generate", "cancel")]
+    left = records[0]
+    assert left.model == SMOLLM and 3 <= left.eval_count < 400  # the tokens produced so far
+    assert left.prompt_eval_count > 0 and left.ttft_ns is not None and 0 < left.ttft_ns <= left.total_ns
+    chat = fresh.chat(model=SMOLLM, messages=[{"role": "user", "content": "Tell me a long story."}],
+                      stream=True, options=opts)
+    next(chat)
+    chat.close()
+    assert [(r.endpoint, r.done_reason) for r in records][1:] == [("chat", "cancel")]
+    assert 1 <= records[1].eval_count < 400
+    # a stream read to the end is one record, not two; and the model is free for the next request
+    list(fresh.generate(model=SMOLLM, prompt="Hi", stream=True, options={"num_predict": 2}))
+    assert [r.done_reason for r in records][2:] == ["length"]
+
+
+def test_quantized_kv_cache_needs_flash_attention_and_halves_the_cache(fresh, monkeypatch):
+    opts = {"num_predict": 8, "temperature": 0}
+    fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options=opts)
+    f16_size = fresh.ps().models[0].size
+    monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q8_0")
+    fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options=opts)
+    assert fresh.ps().models[0].size == f16_size  # without flash attention the cache stays f16
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
+    r = fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options=opts)  # a reload
+    assert r.eval_count == 8 and r.response
+    q8_size = fresh.ps().models[0].size
+    assert f16_size - q8_size > 40_000_000  # 4096 tokens of smollm2's f16 cache is ~94 MB

@@ -97,6 +97,7 @@ def test_serve_publishes_ollama_host_and_is_idempotent(manager, monkeypatch):
 def test_default_port_falls_back_when_11434_is_taken(manager, monkeypatch):
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT must not stop it
     try:
         blocker.bind(("127.0.0.1", config.DEFAULT_PORT))
         blocker.listen()

@@ -189,7 +189,10 @@ def test_error_after_streaming_began_is_the_last_line(live, monkeypatch):
         ("/api/embed", {"model": "nosuch", "input": "x"}, 404, 'model "nosuch" not found, try pulling it first'),
         ("/api/embed", {"model": SMOLLM, "input": ["ok", 3]}, 400, "invalid input type"),
         ("/api/show", {}, 400, "model is required"),
-        ("/api/show", {"model": "nosuch"}, 404, "model 'nosuch:latest' not found"),
+        ("/api/show", {"model": "nosuch"}, 404, "model 'nosuch' not found"),
+        ("/api/show", {"model": "NoSuch:1b"}, 404, "model 'NoSuch:1b' not found"),
+        ("/api/chat", {"model": "nosuch", "messages": [{"role": "user", "content": "x"}]}, 404,
+         "model 'nosuch' not found"),
         ("/api/pull", {"model": "not a name"}, 400, "invalid model name"),
         ("/api/copy", {"source": "nosuch", "destination": "x"}, 404, 'model "nosuch" not found'),
         ("/api/copy", {"source": SMOLLM, "destination": "bad name!"}, 400, 'destination "bad name!" is invalid'),
@@ -206,6 +209,9 @@ def test_delete_unknown_model_is_404(client):
     with pytest.raises(ollama.ResponseError) as err:
         client.delete("nosuch:latest")
     assert err.value.status_code == 404 and err.value.error == "model 'nosuch:latest' not found"
+    with pytest.raises(ollama.ResponseError) as err:
+        client.delete("nosuch")
+    assert err.value.status_code == 404 and err.value.error == "model 'nosuch' not found"
 
 
 @pytest.mark.parametrize(
@@ -459,8 +465,8 @@ def test_two_models_stream_at_the_same_time(live):
 
 def test_queue_full_is_503_and_requests_run_in_arrival_order(live, monkeypatch):
     monkeypatch.setenv("OLLAMA_MAX_QUEUE", "2")
-    order: list[int] = []
-    live.manager.observers.append(lambda record: order.append(record.eval_count))
+    order: list[tuple[str | None, int]] = []
+    live.manager.observers.append(lambda record: order.append((record.done_reason, record.eval_count)))
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -484,4 +490,6 @@ def test_queue_full_is_503_and_requests_run_in_arrival_order(live, monkeypatch):
         live.manager.observers.clear()
     assert refusal == (503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
     assert [a["eval_count"] for a in answers] == [3, 5]
-    assert order == [3, 5]
+    assert [n for reason, n in order if reason != "cancel"] == [3, 5]
+    assert wait_for(lambda: any(reason == "cancel" for reason, _ in order))  # the counting one, abandoned
+    assert [reason for reason, _ in order].count("cancel") == 1

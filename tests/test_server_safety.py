@@ -216,3 +216,79 @@ def test_route_modules_owned_elsewhere_are_optional(empty_manager, monkeypatch):
     monkeypatch.setattr(app_module, "_OPTIONAL_SETUPS", (("no_such_module", "setup"),))
     app = make_app(empty_manager)
     assert any(r.resource.canonical == "/api/chat" for r in app.router.routes())
+
+
+# ---- /v1: refusals at the door in OpenAI's error shape ----------------------------------------
+
+
+def _openai_error(reply, status, message, kind="api_error"):
+    assert reply.status == status, (reply.status, reply.body)
+    assert reply.json() == {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def test_door_refusals_on_v1_paths_use_openais_error_shape(start):
+    import openai
+
+    server = start(api_key="s3cret")
+    bearer = {"Authorization": "Bearer s3cret"}
+    _openai_error(http(server.url, "GET", "/v1/models"), 401, "unauthorized")
+    _openai_error(http(server.url, "GET", "/v1/models", headers={**bearer, "Host": "attacker.example"}), 403,
+                  "host 'attacker.example' is not allowed on a server bound to loopback; "
+                  "add it to OLLAMA_NB_ALLOWED_HOSTS")
+    evil = http(server.url, "GET", "/v1/models", headers={**bearer, "Origin": "https://evil.example"})
+    assert evil.status == 403 and evil.json()["error"]["type"] == "api_error"
+    assert "evil.example" in evil.json()["error"]["message"]
+    _openai_error(http(server.url, "POST", "/v1/nope", {}, headers=bearer), 404, "404 page not found",
+                  "not_found_error")
+    wrong_method = http(server.url, "GET", "/v1/chat/completions", headers=bearer)
+    _openai_error(wrong_method, 405, "405 method not allowed")
+    assert "POST" in wrong_method.headers["Allow"]
+    # the native paths keep Ollama's shapes
+    assert http(server.url, "GET", "/api/tags").json() == {"error": "unauthorized"}
+    assert http(server.url, "GET", "/api/nope", headers=bearer).body == b"404 page not found"
+    # and the openai package reads the refusal as what it is
+    with pytest.raises(openai.AuthenticationError) as err:
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+    assert err.value.status_code == 401 and err.value.body["message"] == "unauthorized"
+    assert openai.OpenAI(base_url=server.url + "/v1", api_key="s3cret").models.list().data == []
+
+
+def test_v1_body_limit_and_bugs_use_openais_error_shape(empty_manager, caplog):
+    app = make_app(empty_manager, max_body=1024)
+
+    async def boom(request):
+        raise RuntimeError("kaput\nhere")
+
+    app.router.add_get("/v1/boom", boom)
+
+    async def scenario(session, base):
+        big = await session.post(base + "/v1/chat/completions", data=b'{"model": "' + b"m" * 2000 + b'"}')
+
+        async def chunks():  # no Content-Length: the handler's own read hits the limit
+            for _ in range(4):
+                yield b" " * 1000
+
+        chunked = await session.post(base + "/v1/completions", data=chunks())
+        bug = await session.get(base + "/v1/boom")
+        return [(r.status, await r.json()) for r in (big, chunked, bug)]
+
+    with caplog.at_level(logging.ERROR, logger="ollama_nb.server"):
+        big, chunked, bug = asyncio.run(_with_app(app, scenario))
+    too_large = {"error": {"message": "http: request body too large", "type": "api_error", "param": None,
+                           "code": None}}
+    assert big == (413, too_large) and chunked == (413, too_large)
+    assert bug == (500, {"error": {"message": "kaput here", "type": "api_error", "param": None, "code": None}})
+    assert any(r.exc_info and "kaput" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_allowed_hosts_accept_urls_and_jupyterhubs_public_name(start, monkeypatch):
+    from ollama_nb import config
+
+    monkeypatch.setenv("OLLAMA_NB_ALLOWED_HOSTS", "https://Hub.Example.org:8443/user/me/, lab.example.net:80")
+    monkeypatch.setenv("JUPYTERHUB_PUBLIC_URL", "https://me.hub.example.com/user/me/")
+    assert config.allowed_hosts() == ["hub.example.org", "lab.example.net", "me.hub.example.com"]
+    server = start()
+    # what jupyter-server-proxy forwards: the Host the browser sent to the hub
+    for host in ("hub.example.org", "lab.example.net:8888", "me.hub.example.com"):
+        assert http(server.url, "GET", "/api/tags", headers={"Host": host}).status == 200, host
+    assert http(server.url, "GET", "/api/tags", headers={"Host": "hub.example.org.evil.example"}).status == 403

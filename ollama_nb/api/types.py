@@ -156,6 +156,69 @@ class EmbeddingsRequest(BaseRequest):
     prompt: str = ""
 
 
+class ShowRequest(ApiModel):
+    model: str = ""
+    name: str = ""  # legacy spelling, still sent by old clients
+    verbose: bool = False
+    system: str | None = None
+    options: dict[str, Any] | None = None
+
+
+class PullRequest(ApiModel):
+    model: str = ""
+    name: str = ""
+    insecure: bool = False
+    stream: bool = True
+
+
+class PushRequest(PullRequest):
+    pass
+
+
+class CreateRequest(ApiModel):
+    model: str = ""
+    name: str = ""
+    from_: str = Field("", alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[Message] | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+
+class CopyRequest(ApiModel):
+    source: str = ""
+    destination: str = ""
+
+
+class DeleteRequest(ApiModel):
+    model: str = ""
+    name: str = ""
+
+
+class TokenizeRequest(ApiModel):
+    """``/api/tokenize`` (not in Ollama): ``content`` (or ``prompt``) as the model's tokenizer
+    splits it; ``add_special`` adds BOS/EOS as a prompt would (off, as in llama-server)."""
+
+    model: str = ""
+    content: str | None = None
+    prompt: str | None = None
+    add_special: bool = False
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class DetokenizeRequest(ApiModel):
+    model: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
 # ---- responses -------------------------------------------------------------------------------
 
 
@@ -261,6 +324,14 @@ class ProcessModel(ApiModel):
 
 class ProcessResponse(ApiModel):
     models: list[ProcessModel] = Field(default_factory=list)
+
+
+class TokenizeResponse(ApiModel):
+    tokens: list[int] = Field(default_factory=list)
+
+
+class DetokenizeResponse(ApiModel):
+    content: str = ""
 
 
 # ---- OpenAI-compatible API -------------------------------------------------------------------

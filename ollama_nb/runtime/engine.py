@@ -119,6 +119,8 @@ class Engine:
             main_gpu=params.main_gpu,
             use_mmap=params.use_mmap and not params.adapters,
             flash_attn=params.flash_attention,
+            type_k=params.kv_cache_type,
+            type_v=params.kv_cache_type,
             embedding=params.embedding,
             pooling_type=Engine._pooling_for(model_path) if params.embedding else -1,
             lora_path=params.adapters[0] if params.adapters else None,

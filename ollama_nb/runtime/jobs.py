@@ -22,6 +22,7 @@ class LoadParams:
     num_thread: int = 2
     use_mmap: bool = True
     flash_attention: bool = False
+    kv_cache_type: int = 1  # ggml type of the K and V cache: 1 f16, 8 q8_0, 2 q4_0
     adapters: tuple[str, ...] = ()
     embedding: bool = False
     num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx

@@ -17,21 +17,29 @@ import asyncio
 import json
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .. import config
 from ..api.types import (
-    ApiModel,
     ChatRequest,
+    CopyRequest,
+    CreateRequest,
+    DeleteRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
-    Message,
     ProgressResponse,
+    PullRequest,
+    PushRequest,
+    ShowRequest,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 from ..errors import (
     BlobNotFound,
@@ -51,81 +59,6 @@ if typing.TYPE_CHECKING:
 M = TypeVar("M", bound=BaseModel)
 
 BLOB_CHUNK = 1 << 20  # bytes handed to the disk writer at a time
-
-
-# ---- request shapes not (yet) in api/types.py ------------------------------------------------
-# Move these to api/types.py when a second user (the HTTP client, the magics) needs them.
-
-
-class ShowRequest(ApiModel):
-    model: str = ""
-    name: str = ""  # legacy spelling, still sent by old clients
-    verbose: bool = False
-    system: str | None = None
-    options: dict[str, Any] | None = None
-
-
-class PullRequest(ApiModel):
-    model: str = ""
-    name: str = ""
-    insecure: bool = False
-    stream: bool = True
-
-
-class PushRequest(PullRequest):
-    pass
-
-
-class CreateRequest(ApiModel):
-    model: str = ""
-    name: str = ""
-    from_: str = Field("", alias="from")
-    files: dict[str, str] | None = None
-    adapters: dict[str, str] | None = None
-    template: str | None = None
-    system: str | None = None
-    license: str | list[str] | None = None
-    parameters: dict[str, Any] | None = None
-    messages: list[Message] | None = None
-    quantize: str | None = None
-    stream: bool = True
-
-
-class CopyRequest(ApiModel):
-    source: str = ""
-    destination: str = ""
-
-
-class DeleteRequest(ApiModel):
-    model: str = ""
-    name: str = ""
-
-
-class TokenizeRequest(ApiModel):
-    """``/api/tokenize`` (not in Ollama): ``content`` (or ``prompt``) as the model's tokenizer
-    splits it; ``add_special`` adds BOS/EOS as a prompt would (off, as in llama-server)."""
-
-    model: str = ""
-    content: str | None = None
-    prompt: str | None = None
-    add_special: bool = False
-    keep_alive: float | str | None = None
-    options: dict[str, Any] | None = None
-
-
-class DetokenizeRequest(ApiModel):
-    model: str = ""
-    tokens: list[int] = Field(default_factory=list)
-    keep_alive: float | str | None = None
-    options: dict[str, Any] | None = None
-
-
-class TokenizeResponse(ApiModel):
-    tokens: list[int] = Field(default_factory=list)
-
-
-class DetokenizeResponse(ApiModel):
-    content: str = ""
 
 
 # ---- decoding like Go ------------------------------------------------------------------------
@@ -286,28 +219,13 @@ async def version(request: web.Request) -> web.Response:
 # ---- inference -------------------------------------------------------------------------------
 
 
-def _named_as_asked(name: str, factory: Callable[[], Iterator[Any]]) -> Callable[[], Iterator[Any]]:
-    """Ollama's generate/chat/delete 404 names the model as the request spelled it
-    (``model 'llama3' not found``), not the resolved ``llama3:latest``."""
-
-    def run() -> Iterator[Any]:
-        try:
-            return factory()
-        except ModelNotFound as exc:
-            if exc.name and exc.name != name:
-                raise ModelNotFound(name) from None
-            raise
-
-    return run
-
-
 async def generate(request: web.Request) -> web.StreamResponse:
     from ..manager import _collect_generate
 
     req = await decode(request, GenerateRequest)
     manager = _manager(request)
     streamed = req.model_copy(update={"stream": True})  # a stream can be cancelled; collect it here
-    return await respond_chunks(request, _named_as_asked(req.model, lambda: manager.generate(streamed)),
+    return await respond_chunks(request, lambda: manager.generate(streamed),
                                 stream=req.stream, collect=_collect_generate)
 
 
@@ -317,7 +235,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     req = await decode(request, ChatRequest)
     manager = _manager(request)
     streamed = req.model_copy(update={"stream": True})
-    return await respond_chunks(request, _named_as_asked(req.model, lambda: manager.chat(streamed)),
+    return await respond_chunks(request, lambda: manager.chat(streamed),
                                 stream=req.stream, collect=_collect_chat)
 
 
@@ -502,7 +420,7 @@ async def delete(request: web.Request) -> web.Response:
         ModelRef.parse(name)
     except InvalidModelName:
         raise InvalidRequest(f"name {json.dumps(name)} is invalid") from None
-    await asyncio.to_thread(_named_as_asked(name, lambda: _manager(request).delete(name)))
+    await asyncio.to_thread(_manager(request).delete, name)
     return web.Response(status=200)
 
 

@@ -62,6 +62,8 @@ def _json(shape: OpenAIShape, status: int = 200) -> web.Response:
 
 
 def _error(exc: BaseException) -> web.Response:
+    if isinstance(exc, web.HTTPException):
+        raise exc  # aiohttp's own refusals (a body over the limit): the door answers them
     status, body = error_for(exc)
     return _json(body, status)
 

@@ -7,6 +7,14 @@ rules are Ollama's own (``server/routes.go``: gin-contrib/cors with ``OLLAMA_ORI
 to loopback refuses requests whose ``Host`` is not a local name or address, which is what stops
 a DNS-rebinding page from driving it. A bearer token (``OLLAMA_NB_API_KEY``) is off by default,
 as Ollama has none; it is there for servers bound beyond loopback.
+
+jupyter-server-proxy forwards the browser's own ``Host`` header (the name it used for Jupyter),
+so a Jupyter on this machine passes the Host check as is, while a JupyterHub or Binder name has
+to be declared (``OLLAMA_NB_ALLOWED_HOSTS``, or JupyterHub's ``JUPYTERHUB_PUBLIC_URL``). The
+proxy's ``X-Forwarded-*`` headers are not a reason to trust a request: a rebinding page is
+same-origin with the server and can send any header it likes.
+
+Errors are answered in the shape of the path's API: OpenAI's under ``/v1/``, Ollama's elsewhere.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import functools
 import hmac
 import ipaddress
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import Forbidden, OllamaNbError, PayloadTooLarge, Unauthorized
+from ..openai_shapes import error_body
 from .streaming import error_response, one_line
 
 log = logging.getLogger("ollama_nb.server")
@@ -233,29 +243,54 @@ def body_limit_middleware(max_body: int) -> Any:
 # ---- errors ----------------------------------------------------------------------------------
 
 
+def _is_openai_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def _error_answer(request: web.Request, status: int, message: str, *, plain: bool = False,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    """One error in the shape the path's clients parse: OpenAI's ``{"error": {"message", "type",
+    "param", "code"}}`` under ``/v1/`` (the ``openai`` package reads ``error.message``), else
+    Ollama's ``{"error": msg}``, or gin's plain text where Ollama answers with it (``plain``)."""
+    if _is_openai_path(request.path):
+        body = error_body(status, message).to_dict()
+        return web.json_response(body, status=status, headers=headers, dumps=_compact)
+    if plain:
+        return web.Response(status=status, text=message, content_type="text/plain", headers=headers)
+    response = error_response(status, message)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes Ollama's answer: ``{"error": msg}`` with the error's status, gin's
-    plain-text 404/405 bodies, and a one-line 500 for bugs (the traceback goes to the log)."""
+    """Every failure becomes the answer its client expects: on native paths Ollama's
+    ``{"error": msg}`` with the error's status, gin's plain-text 404/405 bodies and a one-line 500
+    for bugs (the traceback goes to the log); under ``/v1/`` the same statuses and texts in
+    OpenAI's error shape, so refusals at the door (401, 403, 413, 404/405) parse there too."""
     try:
         return await handler(request)
     except OllamaNbError as exc:
-        return error_response(exc.status, str(exc))
+        return _error_answer(request, exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status == 404:
-            return web.Response(status=404, text="404 page not found", content_type="text/plain")
+            return _error_answer(request, 404, "404 page not found", plain=True)
         if exc.status == 405:
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return web.Response(status=405, text="405 method not allowed", content_type="text/plain",
-                                headers=headers)
+            return _error_answer(request, 405, "405 method not allowed", plain=True, headers=headers)
         if exc.status == 413:
-            return error_response(413, str(PayloadTooLarge()))
+            return _error_answer(request, 413, str(PayloadTooLarge()))
         raise
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception as exc:
         log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, one_line(exc))
+        return _error_answer(request, 500, one_line(exc))
 
 
 def setup_security(

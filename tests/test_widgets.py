@@ -187,3 +187,19 @@ def test_widgets_are_exported_lazily(name: str) -> None:
     from ollama_nb import widgets
 
     assert getattr(widgets, name).__name__ == name
+
+
+def test_chat_panel_parts_carry_stable_css_classes(manager: Any) -> None:
+    """Pages and the JupyterLab browser test find the panel's parts by these classes."""
+    from ollama_nb.widgets import ChatPanel
+
+    panel = ChatPanel(manager, model=SMOLLM, temperature=0, options={"num_predict": 2, "seed": 1}, interval=0)
+    assert "ollama-nb-chat-panel" in panel._dom_classes
+    parts = {"model": panel.model, "transcript": panel.transcript, "input": panel.prompt, "send": panel.send,
+             "stop": panel.stop, "clear": panel.clear, "status": panel.status}
+    for name, part in parts.items():
+        assert f"ollama-nb-chat-{name}" in part._dom_classes
+    assert panel.submit("Hi") and panel.wait(120)
+    user, reply, stats = panel.transcript.children
+    assert "ollama-nb-chat-user" in user._dom_classes and "ollama-nb-chat-reply" in reply._dom_classes
+    assert "ollama-nb-chat-stats" in stats._dom_classes

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ..manager import ModelManager
+    from ..metrics import MetricsRecorder
 
 log = logging.getLogger("ollama_nb.server")
 
@@ -82,7 +83,7 @@ def _bind(host: str, port: int, *, fallback_to_free: bool) -> socket.socket:
 
 
 class ServerHandle:
-    """A running server: ``url``, ``host``, ``port``, ``running`` and ``stop()``.
+    """A running server: ``url``, ``host``, ``port``, ``running``, ``metrics`` and ``stop()``.
 
     Usable as a context manager (``with serve(m) as server: ...`` stops it on exit).
     """
@@ -99,6 +100,7 @@ class ServerHandle:
         self._started = threading.Event()
         self._stopped = threading.Event()
         self._error: BaseException | None = None
+        self._metrics: MetricsRecorder | None = None
         self._env_value: str | None = None
         self._env_previous: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"ollama_nb-server:{self.port}", daemon=True)
@@ -113,6 +115,14 @@ class ServerHandle:
     @property
     def url(self) -> str:
         return f"http://{self.address}"
+
+    @property
+    def metrics(self) -> MetricsRecorder | None:
+        """The recorder behind ``/metrics`` and ``/dashboard``: every generate/chat/embed request
+        of this server's manager (native API, OpenAI API, and the notebook's own calls) since
+        the server started. ``metrics.to_dataframe()`` gives the rows that the dashboard plots;
+        :mod:`ollama_nb.plots` draws them. None only if the metrics routes are not installed."""
+        return self._metrics
 
     @property
     def running(self) -> bool:
@@ -157,6 +167,7 @@ class ServerHandle:
         from aiohttp import web
 
         from .app import make_app
+        from .keys import METRICS
         from .security import LISTEN_HOST
 
         loop = asyncio.new_event_loop()
@@ -167,6 +178,7 @@ class ServerHandle:
         try:
             app = make_app(self.manager, api_key=self._api_key)
             app[LISTEN_HOST] = self.host
+            self._metrics = app.get(METRICS)
             debug = config.debug_level() > 0
             runner = web.AppRunner(
                 app,

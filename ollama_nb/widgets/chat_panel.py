@@ -55,6 +55,11 @@ class ChatPanel(w.VBox):
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
         self.clear = w.Button(description="Clear", icon="trash")
         self.status = w.HTML()
+        # Stable CSS classes, so pages (and browser tests) can find the parts of the panel.
+        for part, name in ((self.model, "model"), (self.transcript, "transcript"), (self.prompt, "input"),
+                           (self.send, "send"), (self.stop, "stop"), (self.clear, "clear"),
+                           (self.status, "status")):
+            part.add_class(f"ollama-nb-chat-{name}")
 
         self.send.on_click(lambda _: self.submit())
         self.stop.on_click(lambda _: self._worker.stop())
@@ -68,6 +73,7 @@ class ChatPanel(w.VBox):
             w.HBox([self.send, self.stop, self.clear]),
             self.status,
         ])
+        self.add_class("ollama-nb-chat-panel")
         self.refresh_models(select=model)
 
     # ---- actions ----------------------------------------------------------------------------
@@ -99,6 +105,9 @@ class ChatPanel(w.VBox):
         reply = w.Output()
         reply.outputs = markdown_outputs(f"**{model}:** …")
         stats = w.HTML()
+        user.add_class("ollama-nb-chat-user")
+        reply.add_class("ollama-nb-chat-reply")
+        stats.add_class("ollama-nb-chat-stats")
         self.transcript.children = (*self.transcript.children, user, reply, stats)
         self.session.system = self.system.value.strip() or None
         options = {**self.options, "temperature": float(self.temperature.value)}

@@ -105,9 +105,16 @@ def max_queue() -> int:
 
 
 def configure_logging() -> None:
-    """Verbose logs only when ``OLLAMA_DEBUG`` asks for them."""
-    level = logging.DEBUG if debug_level() else logging.WARNING
-    logging.getLogger("ollama_nb").setLevel(level)
+    """Verbose logs (ours and llama.cpp's) on stderr only when ``OLLAMA_DEBUG`` asks for them."""
+    logger = logging.getLogger("ollama_nb")
+    if debug_level():
+        logger.setLevel(logging.DEBUG)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+    else:
+        logger.setLevel(logging.WARNING)
 
 
 # ---- the HTTP server -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SMOLLM
+from .conftest import GEMMA, SMOLLM
 
 GREEDY = "greedy-smol:latest"
 
@@ -113,3 +113,23 @@ def test_errors_are_one_line_with_exit_code_1(models_env, tmp_path):
 def test_ps_and_version(models_env):
     assert cli("ps").stdout.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     assert cli("--version").stdout.startswith("ollama-nb version is ")
+
+
+def test_llama_cpp_notices_stay_out_of_stderr(models_env, monkeypatch):
+    # gemma3 makes llama.cpp log a sliding-window cache notice on every load; in a notebook that
+    # would land in the cell's output. It goes to Python logging (DEBUG) instead.
+    code = (
+        "from ollama_nb import config, default_manager; config.configure_logging(); "
+        f"r = default_manager().generate(model={GEMMA!r}, prompt='Hi', stream=False, "
+        "options={'num_predict': 2}); print(r.eval_count)"
+    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    quiet = run()
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "2", quiet.stderr
+    assert "llama" not in quiet.stderr and "swa" not in quiet.stderr.lower()
+    monkeypatch.setenv("OLLAMA_DEBUG", "1")
+    loud = run()
+    assert "llama_kv_cache" in loud.stderr  # still there for whoever asks for it

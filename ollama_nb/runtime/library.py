@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 from typing import Any
 
 from ..errors import InvalidRequest, OllamaNbError
 
 _llama_cpp: Any = None
+_native_log = logging.getLogger("ollama_nb.llama_cpp")
+_log_callback: Any = None  # kept alive: llama.cpp holds a raw pointer to it
+_GGML_LOG_LEVEL_ERROR = 4  # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 
 def lib() -> Any:
@@ -19,8 +23,28 @@ def lib() -> Any:
     if _llama_cpp is None:
         import llama_cpp
 
+        _route_native_logs(llama_cpp)
         _llama_cpp = llama_cpp
     return _llama_cpp
+
+
+def _route_native_logs(llama_cpp: Any) -> None:
+    """Send llama.cpp's own log lines to Python logging instead of the process's stderr.
+
+    llama-cpp-python's callback prints some of them even with ``verbose=False`` (e.g. the SWA
+    cache notice on every gemma3 load), and in a notebook stderr lands in the cell's output.
+    Errors stay visible as ERROR records; everything else is DEBUG (shown with OLLAMA_DEBUG=1).
+    """
+    global _log_callback
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: Any) -> None:
+        message = text.decode("utf-8", "replace").rstrip()
+        if message:
+            _native_log.log(logging.ERROR if level == _GGML_LOG_LEVEL_ERROR else logging.DEBUG, "%s", message)
+
+    _log_callback = forward
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
 
 
 def supports_gpu_offload() -> bool:

@@ -1,0 +1,317 @@
+"""The server under load: /api/generate streaming vs raw llama-cpp-python, concurrent clients,
+kernel responsiveness while serving, and the memory of a serving kernel.
+
+One run measures everything against baselines taken in the same run, and prints ratios:
+
+1. single stream: generation tokens/s and time to first token through ``ollama-nb serve``
+   (``/api/generate``, NDJSON) vs the same GGUF driven directly with llama-cpp-python's
+   streaming ``create_completion`` (same threads, context and prompt);
+2. aggregate tokens/s with 1, 2 and 4 concurrent clients, serving them one after another
+   (``OLLAMA_NUM_PARALLEL=1``, Ollama's default) and batched (``OLLAMA_NUM_PARALLEL=4``);
+3. a real ipykernel hosting the server: the round trip of a trivial cell while a client streams
+   from that kernel, vs while it is idle;
+4. that kernel's anonymous resident memory (RSS beyond the mapped model file) when idle after
+   loading, and after 1,000 requests.
+
+    python bench/bench_server.py [--tokens 128] [--requests 1000]
+
+Results go to bench/results/server.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+MODEL = "smollm2:135m"
+PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. " * 6
+PROMPTS = [
+    "Tell me a long story about a dragon who learns to cook.",
+    "Explain in detail how a steam engine works.",
+    "Write a long letter to a friend about a summer holiday.",
+    "Describe the history of the printing press at length.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+# ---- 1. single stream --------------------------------------------------------------------
+
+
+def raw_single(path: str, tokens: int, threads: int) -> dict[str, float]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_batch=512, n_threads=threads,
+                          n_threads_batch=threads, verbose=False)
+    llm.create_completion("warm up", max_tokens=4, temperature=0)
+    llm.reset()
+    start = time.perf_counter()
+    first = None
+    n = 0
+    for _ in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0, stream=True):
+        if first is None:
+            first = time.perf_counter()
+        n += 1
+    end = time.perf_counter()
+    llm.close()
+    assert first is not None
+    return {"ttft_s": first - start, "gen_tps": (n - 1) / (end - first), "tokens": n}
+
+
+async def stream_generate(session, url: str, prompt: str, tokens: int, *, raw: bool = True) -> dict[str, float]:
+    body = {"model": MODEL, "prompt": prompt, "raw": raw, "stream": True,
+            "options": {"temperature": 0, "num_predict": tokens}}
+    start = time.perf_counter()
+    first = None
+    final = None
+    async with session.post(url + "/api/generate", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        async for line in resp.content:
+            chunk = json.loads(line)
+            if first is None:
+                first = time.perf_counter()
+            if chunk.get("done"):
+                final = chunk
+    end = time.perf_counter()
+    assert final is not None and first is not None
+    return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
+            "tokens": final["eval_count"], "end": end, "start": start}
+
+
+def served_single(url: str, tokens: int) -> dict[str, float]:
+    import aiohttp
+
+    async def go() -> dict[str, float]:
+        async with aiohttp.ClientSession() as session:
+            await stream_generate(session, url, "warm up", 4)
+            return await stream_generate(session, url, PROMPT, tokens)
+
+    return asyncio.run(go())
+
+
+# ---- 2. concurrent clients ----------------------------------------------------------------
+
+
+def concurrent(url: str, clients: int, tokens: int) -> float:
+    """Aggregate generated tokens/s of ``clients`` simultaneous streams (chat-style prompts)."""
+    import aiohttp
+
+    async def go() -> float:
+        async with aiohttp.ClientSession() as session:
+            await stream_generate(session, url, "warm up", 4, raw=False)
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(
+                stream_generate(session, url, PROMPTS[i % len(PROMPTS)], tokens, raw=False)
+                for i in range(clients)
+            ))
+            elapsed = max(r["end"] for r in results) - t0
+            return sum(r["tokens"] for r in results) / elapsed
+
+    return asyncio.run(go())
+
+
+def start_server(models: str, parallel: int, threads: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, OLLAMA_MODELS=models, OLLAMA_HOST=f"127.0.0.1:{port}",
+               OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_KEEP_ALIVE="-1")
+    cli = Path(sys.executable).with_name("ollama-nb")
+    proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + "/api/version")
+    return proc, url
+
+
+# ---- 3 and 4. a real kernel ---------------------------------------------------------------
+
+
+def kernel_checks(models: str, requests: int) -> dict[str, float]:
+    """Cell round trips with the kernel's server idle and streaming; its anonymous memory."""
+    import aiohttp
+    from jupyter_client.manager import start_new_kernel
+
+    port = free_port()
+    km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ, OLLAMA_MODELS=models))
+    try:
+        def run(code: str) -> dict:
+            reply = kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return reply
+
+        def cell_ms(samples: int = 20) -> list[float]:
+            out = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                run("1 + 1")
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+
+        run(f"import ollama_nb; h = ollama_nb.serve(host='127.0.0.1', port={port})")
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url + "/api/version")
+
+        def rss_anon_mb() -> float:
+            status = Path(f"/proc/{km.provisioner.process.pid}/status").read_text()
+            line = next(ln for ln in status.splitlines() if ln.startswith("RssAnon:"))
+            return int(line.split()[1]) / 1024
+
+        async def one(session, tokens: int) -> None:
+            await stream_generate(session, url, "Hi", tokens, raw=False)
+
+        async def load_and_idle() -> None:
+            async with aiohttp.ClientSession() as session:
+                await one(session, 4)
+
+        asyncio.run(load_and_idle())
+        idle = cell_ms()
+        rss_idle = rss_anon_mb()
+
+        streaming: list[float] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            async def go() -> None:
+                async with aiohttp.ClientSession() as session:
+                    while not stop.is_set():
+                        await stream_generate(session, url, PROMPT, 64)
+            asyncio.run(go())
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)
+        streaming = cell_ms()
+        stop.set()
+        t.join()
+
+        async def many() -> None:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(requests):
+                    await one(session, 1)
+
+        asyncio.run(many())
+        time.sleep(1.0)
+        rss_after = rss_anon_mb()
+        run("h.stop()")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return {
+        "cell_ms_idle_median": statistics.median(idle),
+        "cell_ms_streaming_median": statistics.median(streaming),
+        "cell_ms_streaming_max": max(streaming),
+        "rss_anon_mb_idle": rss_idle,
+        "rss_anon_mb_after": rss_after,
+        "requests": requests,
+    }
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+
+    models = tempfile.mkdtemp(prefix="bench-server-models-")
+    os.environ["OLLAMA_MODELS"] = models
+    from ollama_nb.gpu import physical_cores
+    from ollama_nb.manager import ModelManager
+    from ollama_nb.runtime import system_info
+
+    m = ModelManager()
+    for _ in m.pull(MODEL):
+        pass
+    path = m.spec(MODEL).model_path
+    threads = physical_cores()
+    results: dict[str, object] = {"model": MODEL, "threads": threads, "tokens": args.tokens,
+                                  "date": time.strftime("%Y-%m-%d %H:%M"), "system": system_info()}
+
+    raw = raw_single(path, args.tokens, threads)
+    proc, url = start_server(models, 1, threads)
+    try:
+        served = served_single(url, args.tokens)
+        serial = {n: concurrent(url, n, args.tokens) for n in (1, 2, 4)}
+    finally:
+        proc.terminate()
+        proc.wait()
+    proc, url = start_server(models, 4, threads)
+    try:
+        batched = {n: concurrent(url, n, args.tokens) for n in (1, 2, 4)}
+    finally:
+        proc.terminate()
+        proc.wait()
+    results["single"] = {"raw": raw, "served": {k: served[k] for k in ("ttft_s", "gen_tps", "tokens")},
+                         "gen_ratio": served["gen_tps"] / raw["gen_tps"],
+                         "ttft_overhead_ms": (served["ttft_s"] - raw["ttft_s"]) * 1000}
+    results["concurrency"] = {
+        "serial_tps": serial, "batched_tps": batched,
+        "serial_scaling": {n: serial[n] / serial[1] for n in serial},
+        "batched_scaling": {n: batched[n] / serial[1] for n in batched},
+    }
+    results["kernel"] = kernel_checks(models, args.requests)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "server.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    s, c, k = results["single"], results["concurrency"], results["kernel"]
+    md = [
+        f"# Server: ollama-nb serve vs raw llama-cpp-python ({MODEL}, {threads} threads, "
+        f"{args.tokens} tokens, {results['date']})",
+        "",
+        "| single stream | raw llama-cpp-python | /api/generate | ratio |",
+        "|---|---|---|---|",
+        f"| generation tokens/s | {raw['gen_tps']:.1f} | {served['gen_tps']:.1f} | {s['gen_ratio']:.2f} |",
+        f"| time to first token | {raw['ttft_s'] * 1000:.1f} ms | {served['ttft_s'] * 1000:.1f} ms "
+        f"| +{s['ttft_overhead_ms']:.1f} ms |",
+        "",
+        "| concurrent clients | one after another (NUM_PARALLEL=1) | batched (NUM_PARALLEL=4) |",
+        "|---|---|---|",
+        *[f"| {n} | {serial[n]:.1f} tok/s ({c['serial_scaling'][n]:.2f}x) | "
+          f"{batched[n]:.1f} tok/s ({c['batched_scaling'][n]:.2f}x) |" for n in (1, 2, 4)],
+        "",
+        "Scaling is relative to one client served alone.",
+        "",
+        "| kernel hosting the server | value |",
+        "|---|---|",
+        f"| cell round trip, idle (median) | {k['cell_ms_idle_median']:.1f} ms |",
+        f"| cell round trip while a client streams (median / max) | {k['cell_ms_streaming_median']:.1f} / "
+        f"{k['cell_ms_streaming_max']:.1f} ms |",
+        f"| anonymous RSS, idle after load | {k['rss_anon_mb_idle']:.0f} MB |",
+        f"| anonymous RSS after {k['requests']} requests | {k['rss_anon_mb_after']:.0f} MB |",
+        "",
+    ]
+    (out / "server.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,9 @@ def greedy_model(models_env, manager):
     """A Modelfile-made model with temperature 0, so CLI answers are deterministic."""
     events = list(manager.create(GREEDY, f"FROM {SMOLLM}\nPARAMETER temperature 0\n"))
     assert events[-1].status == "success"
-    return GREEDY
+    yield GREEDY
+    manager.unload(GREEDY)
+    manager.delete(GREEDY)  # the shared store holds the two bundled models only, for other tests
 
 
 def cli(*args: str, stdin: str | None = None, env_models: Path | None = None) -> subprocess.CompletedProcess[str]:

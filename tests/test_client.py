@@ -48,7 +48,8 @@ def test_parse_host(given: str | None, url: str) -> None:
 def test_catalog_calls_return_the_managers_types(api: Client, live: Any) -> None:
     listing = api.list()
     assert isinstance(listing, ListResponse)
-    assert {m.name for m in listing.models} == {m.name for m in live.manager.list().models} == {SMOLLM, GEMMA}
+    names = {m.name for m in listing.models}
+    assert names == {m.name for m in live.manager.list().models} and {SMOLLM, GEMMA} <= names
     info = api.show(SMOLLM)
     assert isinstance(info, ShowResponse) and info.details.family == "llama"
     assert info.capabilities == live.manager.show(SMOLLM).capabilities
@@ -110,7 +111,7 @@ def test_copy_create_delete_load_unload(api: Client, live: Any) -> None:
     assert {"client-copy:latest", "client-made:latest"} <= names
     api.delete("client-copy")
     api.delete("client-made")
-    assert {m.name for m in api.list().models} == {SMOLLM, GEMMA}
+    assert not {"client-copy:latest", "client-made:latest"} & {m.name for m in api.list().models}
     with pytest.raises(ModelNotFound):
         api.delete("client-copy")
     api.load(GEMMA)

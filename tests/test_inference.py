@@ -149,6 +149,8 @@ def test_suffix_needs_insert_and_works_with_a_suffix_template(manager):
                              suffix="\n\nprint(add(1, 2))", stream=False, options={**GREEDY, "num_predict": 8})
     assert reply.done and reply.eval_count > 0
     assert reply.prompt_eval_count > 15  # the suffix reached the model through the template
+    manager.unload("fim-test")
+    manager.delete("fim-test")  # keep the shared store to the two bundled models
 
 
 def test_embeddings_are_unit_and_meaningful(manager):

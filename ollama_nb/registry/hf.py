@@ -359,16 +359,7 @@ def pull_huggingface(
 
 
 def _config_for(path: Path) -> mf.ModelConfig:
-    info = read_gguf_info(path)
-    return mf.ModelConfig(
-        model_format="gguf",
-        model_family=info.family,
-        model_families=info.families,
-        model_type=info.parameter_size,
-        file_type=info.file_type,
-        architecture="amd64",
-        os="linux",
-    )
+    return mf.ModelConfig.for_gguf(read_gguf_info(path))
 
 
 def _normalise_params(data: bytes, name: str) -> bytes:

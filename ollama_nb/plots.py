@@ -127,10 +127,29 @@ _PLOTS: dict[str, Callable[[Axes, pd.DataFrame], None]] = {
 PLOT_NAMES = (*_PLOTS, "overview")
 
 
-def _new_figure(size: tuple[float, float]) -> Figure:
-    from matplotlib.figure import Figure
+_figure_class: Any = None
 
-    return Figure(figsize=size, layout="constrained")
+
+def _new_figure(size: tuple[float, float]) -> Figure:
+    """A Figure that shows itself as a PNG in any IPython front end.
+
+    We build figures without pyplot (so a notebook's backend and its open figures are left
+    alone), but then nothing registers them for inline display: a fresh kernel would print
+    ``<Figure ...>``. ``_repr_png_`` makes the figure its own rich output.
+    """
+    global _figure_class
+    if _figure_class is None:
+        from matplotlib.figure import Figure
+
+        class NotebookFigure(Figure):
+            def _repr_png_(self) -> bytes:
+                buf = io.BytesIO()
+                with _RENDER_LOCK:
+                    self.savefig(buf, format="png", dpi=100)
+                return buf.getvalue()
+
+        _figure_class = NotebookFigure
+    return _figure_class(figsize=size, layout="constrained")
 
 
 def figure(name: str, data: Any) -> Figure:

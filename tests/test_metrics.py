@@ -338,3 +338,16 @@ def test_plots_render_with_and_without_data():
     assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["a:1", "b:2"]
     with pytest.raises(ValueError, match="unknown plot"):
         figure("nope", full)
+
+
+def test_plot_figures_display_as_png_in_a_fresh_shell():
+    # No %matplotlib inline, no pyplot: IPython's own display formatter must find a PNG.
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ollama_nb.plots import figure
+
+    full = MetricsRecorder()
+    for i in range(3):
+        full.record(_record(i, model="a:1"))
+    data, _ = InteractiveShell.instance().display_formatter.format(figure("ttft", full))
+    assert data["image/png"].startswith(PNG_MAGIC)

@@ -20,17 +20,11 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TextIO
 
+from .api.types import TIMING_FIELDS
+
 Format = Literal["markdown", "text", "json", "code"]
 FORMATS: tuple[str, ...] = ("markdown", "text", "json", "code")
 
-_TIMING_FIELDS = (
-    "total_duration",
-    "load_duration",
-    "prompt_eval_count",
-    "prompt_eval_duration",
-    "eval_count",
-    "eval_duration",
-)
 
 # The columns of a comparison table (``ollama_nb.compare``, the comparison widget).
 ROW_COLUMNS = (
@@ -96,7 +90,7 @@ class ChatResult:
 
     def timings(self) -> dict[str, Any]:
         """The Ollama timing fields plus the derived speeds (JSON-safe)."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in _TIMING_FIELDS}
+        out: dict[str, Any] = {k: getattr(self, k) for k in TIMING_FIELDS}
         out["ttft_ns"] = self.ttft_ns
         out["tokens_per_s"] = self.tokens_per_s
         return out

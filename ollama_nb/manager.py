@@ -254,6 +254,17 @@ class ModelManager:
             self._waiting += 1
         return _Ticket(self, started_ns)
 
+    def _admit_and_acquire(
+        self, spec: ModelSpec, opts: dict[str, Any], keep_alive: float, started: int
+    ) -> tuple[_Ticket, Runner]:
+        """Count the request as waiting, then get its model loaded; a failed load leaves the queue."""
+        ticket = self._admit(started)
+        try:
+            return ticket, self._acquire(spec, opts, keep_alive)
+        except BaseException:
+            ticket.leave()
+            raise
+
     def _leave_queue(self, ticket: _Ticket) -> None:
         with self._waiting_lock:
             if ticket.waiting:
@@ -399,12 +410,7 @@ class ModelManager:
     ) -> Iterator[GenerateResponse]:
         from .prompting import generate_tokens
 
-        ticket = self._admit(started)
-        try:
-            runner = self._acquire(spec, opts, ka)
-        except BaseException:
-            ticket.leave()
-            raise
+        ticket, runner = self._admit_and_acquire(spec, opts, ka, started)
         load_ns = time.perf_counter_ns() - started
         stream: Iterator[Any] | None = None
         try:
@@ -490,12 +496,7 @@ class ModelManager:
     ) -> Iterator[ChatResponse]:
         from .prompting import chat_tokens, conversation
 
-        ticket = self._admit(started)
-        try:
-            runner = self._acquire(spec, opts, ka)
-        except BaseException:
-            ticket.leave()
-            raise
+        ticket, runner = self._admit_and_acquire(spec, opts, ka, started)
         load_ns = time.perf_counter_ns() - started
         messages = conversation(spec, [Message(**{**m.to_dict(), "role": m.role.lower()}) for m in req.messages])
         tool_names = [t.function.name for t in req.tools or []]
@@ -570,12 +571,7 @@ class ModelManager:
             raise InvalidRequest("invalid input type")
         ka = self._keep_alive(req.keep_alive)
         opts = self._options(spec, req.options)
-        ticket = self._admit(started)
-        try:
-            runner = self._acquire(spec, opts, ka)
-        except BaseException:
-            ticket.leave()
-            raise
+        ticket, runner = self._admit_and_acquire(spec, opts, ka, started)
         load_ns = time.perf_counter_ns() - started
         submitted = time.perf_counter_ns()
         try:

@@ -16,14 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 Role = Literal["system", "user", "assistant", "tool"]
 DoneReason = Literal["stop", "length", "load", "unload"]
 
-_OMIT_WHEN_ZERO = {
+#: Ollama's timing fields, in the order its final chunk lists them (nanoseconds and counts).
+TIMING_FIELDS = (
     "total_duration",
     "load_duration",
     "prompt_eval_count",
     "prompt_eval_duration",
     "eval_count",
     "eval_duration",
-}
+)
+_OMIT_WHEN_ZERO = frozenset(TIMING_FIELDS)
 
 
 def now_rfc3339() -> str:

@@ -1,6 +1,7 @@
 """A real server on loopback for the /v1 and metrics tests, on its own loop in a daemon thread
 (as the kernel runs it), so blocking clients such as ``openai.OpenAI`` can call it from the test
-thread.
+thread. ``tests/conftest.py`` loads this module as a plugin, which provides the module-scoped
+``server`` and ``client`` fixtures.
 
 :func:`running_server` is the production path, ``lifecycle.serve``. :func:`serve_in_thread`
 runs a given app (from :func:`build_app`: the core's ``make_app``, or a bare app with just the
@@ -17,31 +18,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import openai
+import pytest
 from aiohttp import web
+
+#: Greedy, seeded sampling so replies can be compared exactly, and a prompt every test can use.
+GREEDY: dict[str, Any] = {"temperature": 0, "seed": 42}
+HELLO = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture(scope="module")
+def server(manager: Any) -> Iterator[Any]:
+    """One real server per test module, over the session's shared manager."""
+    with running_server(manager) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Any) -> openai.OpenAI:
+    """The official ``openai`` client pointed at ``server``."""
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="ollama", max_retries=0, timeout=120)
 
 
 def build_app(manager: Any) -> web.Application:
-    from ollama_nb.server.dashboard import setup_metrics
-    from ollama_nb.server.keys import MANAGER
-    from ollama_nb.server.openai_compat import setup_openai
+    """The production application (``make_app`` installs the /v1 and metrics routes)."""
+    from ollama_nb.server.app import make_app
 
-    try:
-        from ollama_nb.server.app import make_app
-    except ImportError:
-        make_app = None
-    if make_app is not None:
-        app = make_app(manager)
-        paths = {r.canonical for r in app.router.resources()}
-        if "/v1/models" not in paths:
-            setup_openai(app)
-        if "/metrics" not in paths:
-            setup_metrics(app)
-        return app
-    app = web.Application()
-    app[MANAGER] = manager
-    setup_openai(app)
-    setup_metrics(app)
-    return app
+    return make_app(manager)
 
 
 @dataclass
@@ -101,12 +104,8 @@ def serve_in_thread(app: web.Application, *, shutdown_timeout: float = 5) -> Ite
 @contextmanager
 def running_server(manager: Any) -> Iterator[Any]:
     """``lifecycle.serve`` on a free loopback port (an object with ``url`` and ``stop()``)."""
-    try:
-        from ollama_nb.server.lifecycle import serve
-    except ImportError:
-        with serve_in_thread(build_app(manager)) as server:
-            yield server
-        return
+    from ollama_nb.server.lifecycle import serve
+
     handle = serve(manager, "127.0.0.1", 0)
     try:
         yield handle

@@ -8,7 +8,6 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -22,22 +21,9 @@ from ollama_nb.plots import PLOT_NAMES
 from ollama_nb.records import RequestRecord
 
 from .conftest import SMOLLM
-from .openai_fixtures import build_app, running_server, serve_in_thread
+from .openai_fixtures import GREEDY, HELLO, build_app, serve_in_thread
 
-GREEDY: dict[str, Any] = {"temperature": 0, "seed": 42}
-HELLO = [{"role": "user", "content": "Name three colours."}]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def server(manager: Any) -> Iterator[Any]:
-    with running_server(manager) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="ollama", max_retries=0, timeout=120)
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:

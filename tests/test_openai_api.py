@@ -9,7 +9,6 @@ import json
 import math
 import struct
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -18,21 +17,8 @@ import openai
 import pytest
 
 from .conftest import GEMMA, SMOLLM
-from .openai_fixtures import running_server, sse_events
+from .openai_fixtures import GREEDY, HELLO, sse_events
 
-GREEDY: dict[str, Any] = {"temperature": 0, "seed": 42}
-HELLO = [{"role": "user", "content": "Name three colours."}]
-
-
-@pytest.fixture(scope="module")
-def server(manager: Any) -> Iterator[Any]:
-    with running_server(manager) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="ollama", max_retries=0, timeout=120)
 
 
 def post_raw(url: str, body: bytes | dict[str, Any]) -> tuple[int, str, bytes]:

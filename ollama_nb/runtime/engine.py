@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import CorruptModel, InvalidRequest, OllamaNbError
-from .jobs import GenerationJob, GenerationRequest, GenerationResult, LoadParams, TokenPiece
+from .jobs import GenerationRequest, LoadParams
 from .library import lib
 from .sequence import SequenceState, common_prefix
 
@@ -259,27 +259,6 @@ class Engine:
         return float(logits[chosen] - logz), top
 
     # -- generation -------------------------------------------------------------------------
-
-    def generate(
-        self,
-        job: GenerationJob,
-        emit: Callable[[TokenPiece], None],
-        cancel: threading.Event | None = None,
-    ) -> GenerationResult:
-        """Run one request to completion, calling ``emit`` for each piece of visible text."""
-        outcome: list[GenerationResult | BaseException] = []
-        request = GenerationRequest(lambda _engine: job, emit, cancel or threading.Event(), outcome.append)
-        pending = [request]
-
-        def take(n: int, idle: bool) -> list[GenerationRequest] | None:
-            if pending:
-                return [pending.pop()]
-            return None if idle else []
-
-        self.serve(take)
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        return outcome[0]
 
     def serve(self, take: Callable[[int, bool], list[GenerationRequest] | None]) -> None:
         """Continuous batching: run every admitted request in one shared decode loop.

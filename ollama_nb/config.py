@@ -99,6 +99,12 @@ def num_parallel() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
+def lazy_memory() -> bool:
+    """``OLLAMA_NB_LAZY_MEMORY`` (on unless ``0``/``false``): keep llama.cpp's zeroed KV cache
+    out of resident memory until tokens are written to it (see ``runtime.memory``)."""
+    return _env("OLLAMA_NB_LAZY_MEMORY").lower() not in {"0", "false", "no", "off", "f"}
+
+
 def max_queue() -> int:
     value = _env("OLLAMA_MAX_QUEUE")
     return int(value) if value.isdigit() and int(value) > 0 else 512

@@ -215,6 +215,7 @@ class ModelManager:
             kv_cache_type=config.KV_CACHE_TYPES[config.kv_cache_type()] if fa else 1,
             adapters=tuple(spec.adapters),
             num_parallel=config.num_parallel(),
+            lazy_memory=config.lazy_memory(),
         )
 
     def _keep_alive(self, value: float | str | None) -> float:

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import CorruptModel, InvalidRequest, OllamaNbError
 from .jobs import GenerationRequest, LoadParams
 from .library import lib
+from .memory import mapped_ranges, release_zero_pages
 from .sequence import SequenceState, common_prefix
 
 log = logging.getLogger("ollama_nb.runtime")
@@ -73,6 +74,7 @@ class Engine:
         self.params = params
         started = time.perf_counter_ns()
         parallel = 1 if params.embedding else max(1, params.num_parallel)
+        mapped_before = mapped_ranges() if params.lazy_memory else []
         try:
             with _sequences_per_context(parallel):
                 self._llm = self._load(model_path, params, parallel)
@@ -107,6 +109,8 @@ class Engine:
         self.add_bos: bool = bool(self._model.add_bos_token())
         self.model_size: int = int(self._model.size())
         self.closed = False
+        self.released_bytes = release_zero_pages(mapped_before)
+        log.debug("released %d MiB of zeroed buffers", self.released_bytes >> 20)
 
     @staticmethod
     def _load(model_path: str, params: LoadParams, parallel: int) -> Any:
@@ -305,7 +309,7 @@ class Engine:
             slot = self._pick_slot(free, prompt)
             reused = self._prepare_prompt(slot, prompt, job.reuse_cache)
             return SequenceState(self, slot, request, job, prompt, reused)
-        except Exception as exc:  # this request's own fault (template, grammar): it alone fails
+        except Exception as exc:  # noqa: BLE001 - this request's own fault (template, grammar): it alone fails
             request.done(exc)
             return None
 

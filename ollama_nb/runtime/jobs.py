@@ -26,6 +26,7 @@ class LoadParams:
     adapters: tuple[str, ...] = ()
     embedding: bool = False
     num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
+    lazy_memory: bool = True  # release the zeroed KV cache until tokens fill it (runtime.memory)
 
 
 @dataclass

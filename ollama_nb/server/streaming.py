@@ -1,10 +1,7 @@
-"""JSON and NDJSON replies, and the bridge from the manager's blocking iterators to the loop.
+"""JSON and NDJSON replies.
 
-The manager yields chunks from sync iterators whose ``next()`` blocks on a model's worker thread,
-and closing such an iterator is what cancels generation. The server loop must never block, so a
-:class:`ChunkPump` runs the iterator on an executor thread and hands chunks over; when the HTTP
-side gives up (client gone, handler cancelled, server stopping) the pump closes the iterator as
-soon as it regains control, i.e. after at most one more token.
+The manager's blocking chunk iterators reach the loop through a :class:`~ollama_nb.pump.ChunkPump`;
+chunks that are ready together go out in one write.
 
 :func:`respond_chunks` is Ollama's ``streamResponse``/``waitForStream`` pair: the first chunk is
 awaited *before* the response starts, so a missing model, a bad option or a full queue still get
@@ -17,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import OllamaNbError, ServerStopping
+from ..pump import ChunkPump
 
 log = logging.getLogger("ollama_nb.server")
 
@@ -57,76 +53,6 @@ def one_line(exc: BaseException) -> str:
     """An unexpected exception as one line for the client; the traceback goes to the log only."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-class ChunkPump:
-    """Drive a blocking chunk iterator on an executor thread; consume it with ``async for``.
-
-    ``factory`` runs on the thread too (building the iterator may read manifests or wait for a
-    model to load). Errors come out of ``__anext__``; :meth:`aclose` asks the thread to stop and
-    close the iterator, without waiting for it, so a handler never hangs on a busy model.
-    """
-
-    def __init__(self, factory: Callable[[], Iterator[Any]], *, executor: Executor | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._stop = threading.Event()
-        self._finished = False
-        self._thread_done = self._loop.run_in_executor(executor, self._pump, factory)
-
-    def _hand_over(self, kind: str, value: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._items.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is gone (server stopped): nobody is listening any more
-            self._stop.set()
-
-    def _pump(self, factory: Callable[[], Iterator[Any]]) -> None:
-        iterator: Iterator[Any] | None = None
-        try:
-            iterator = factory()
-            if not self._stop.is_set():
-                for item in iterator:
-                    self._hand_over("item", item)
-                    if self._stop.is_set():
-                        break
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            self._hand_over("error", exc)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                try:
-                    close()  # the manager's iterators cancel generation here
-                except Exception:
-                    log.exception("closing a chunk iterator failed")
-            self._hand_over("end", None)
-
-    def __aiter__(self) -> ChunkPump:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._finished:
-            raise StopAsyncIteration
-        kind, value = await self._items.get()
-        if kind == "item":
-            return value
-        self._finished = True
-        if kind == "error":
-            raise value
-        raise StopAsyncIteration
-
-    def interrupt(self, exc: BaseException) -> None:
-        """End the consumer's iteration with ``exc`` (loop thread only); the thread stops too."""
-        self._stop.set()
-        self._items.put_nowait(("error", exc))
-
-    async def aclose(self) -> None:
-        """Stop after the chunk in flight; the worker side closes the iterator by itself."""
-        self._stop.set()
-        self._finished = True
-
-    async def wait_closed(self) -> None:
-        """Wait until the thread has closed the iterator (tests and orderly shutdown)."""
-        await asyncio.shield(self._thread_done)
 
 
 #: The pumps of the responses in progress, so a stopping server can end them at once.
@@ -171,8 +97,8 @@ async def respond_chunks(
         await response.prepare(request)
         await response.write(dumps(first) + b"\n")
         try:
-            async for chunk in chunks:
-                await response.write(dumps(chunk) + b"\n")
+            async for batch in chunks.batches():
+                await response.write(b"".join([dumps(chunk) + b"\n" for chunk in batch]))
         except OllamaNbError as exc:
             await response.write(dumps({"error": str(exc)}) + b"\n")
         except (ConnectionError, asyncio.CancelledError):

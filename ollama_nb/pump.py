@@ -38,7 +38,9 @@ class ChunkPump:
     model.
     """
 
-    def __init__(self, factory: Callable[[], Iterator[Any]], *, executor: Executor | None = None) -> None:
+    def __init__(
+        self, factory: Callable[[], Iterator[Any]], *, executor: Executor | None = None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready: deque[tuple[str, Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None

@@ -53,7 +53,7 @@ def test_chunks_that_arrive_while_the_loop_is_busy_come_as_one_batch() -> None:
             if len(batches) == 1:
                 for _ in range(5):
                     src.release.release()
-                time.sleep(0.3)  # the loop is busy (blocked) while five more chunks arrive
+                time.sleep(0.3)  # noqa: ASYNC251 - the loop is busy while five more chunks arrive
         return batches
 
     batches = asyncio.run(go())

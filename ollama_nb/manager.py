@@ -316,7 +316,7 @@ class ModelManager:
                 yield item
         finally:
             cancel.set()
-            finished.wait()
+            _wait_through_interrupts(finished)
             if not delivered and abandoned is not None:
                 _report_abandoned(events, abandoned)
 
@@ -708,6 +708,18 @@ class _Ticket:
             eval_ns=getattr(final, "eval_duration", None) or 0,
             done_reason=getattr(final, "done_reason", None),
         )
+
+
+def _wait_through_interrupts(finished: threading.Event) -> None:
+    """Wait for the worker to let go of a cancelled request, even through a second Ctrl-C in a
+    kernel: releasing the model while its worker still decodes for us would hand the next
+    request a busy sequence. The worker stops within one token, so the wait is short."""
+    while True:
+        try:
+            finished.wait()
+            return
+        except KeyboardInterrupt:
+            log.debug("interrupt while a cancelled generation winds down; still waiting for it")
 
 
 def _report_abandoned(events: queue.SimpleQueue[Any], abandoned: Callable[[GenerationResult], None]) -> None:

@@ -51,7 +51,11 @@ class Session:
         return out
 
     def record(self, prompt: str, reply: str, model: str, *, interrupted: bool = False,
-               eval_count: int | None = None) -> Turn:
+               eval_count: int | None = None) -> Turn | None:
+        """Add a turn; a reply interrupted before its first token adds nothing, so the next
+        turn does not send the model an empty assistant message."""
+        if interrupted and not reply:
+            return None
         turn = Turn(prompt=prompt, reply=reply, model=model, interrupted=interrupted, eval_count=eval_count)
         self.turns.append(turn)
         self.model = model

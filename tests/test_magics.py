@@ -265,6 +265,43 @@ def test_kernel_interrupt_keeps_the_partial_reply(shell: Any, magics: Any, manag
     assert len(magics.sessions.get("story").turns) == 2
 
 
+class InterruptedBeforeTheFirstToken(Recording):
+    """A backend whose reply stream is interrupted before it yields anything."""
+
+    def chat(self, *args: Any, **fields: Any) -> Any:
+        self.chats.append(fields)
+
+        def stream() -> Any:
+            raise KeyboardInterrupt
+            yield  # a generator, like the real stream
+
+        return stream()
+
+
+def test_interrupt_before_the_first_token_leaves_the_session_as_it_was(
+    shell: Any, magics: Any, manager: Any, capsys: Any
+) -> None:
+    shell.run_cell_magic("chat", f"--session early --new {opts(num_predict=4)}", "Hi.")
+    magics.use_manager(InterruptedBeforeTheFirstToken(manager))
+    try:
+        result = shell.run_cell(f"%%chat --session early {opts(num_predict=4)}\nAnd again?")
+    finally:
+        magics.use_manager(manager)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    out = capsys.readouterr().out
+    assert "before the first token" in out and "Traceback" not in out
+    turns = magics.sessions.get("early").turns
+    assert [t.prompt for t in turns] == ["Hi."] and not turns[0].interrupted
+    # the next turn sends no empty assistant message
+    recorder = Recording(manager)
+    magics.use_manager(recorder)
+    try:
+        shell.run_cell_magic("chat", f"--session early {opts(num_predict=4)}", "Once more.")
+    finally:
+        magics.use_manager(manager)
+    assert [m["role"] for m in recorder.chats[-1]["messages"]] == ["user", "assistant", "user"]
+
+
 def test_model_that_fails_to_load(shell: Any, magics: Any, tmp_path: Path, capsys: Any) -> None:
     from ollama_nb.manager import ModelManager
     from ollama_nb.store import Store

@@ -187,3 +187,27 @@ def test_quantized_kv_cache_needs_flash_attention_and_halves_the_cache(fresh, mo
     assert r.eval_count == 8 and r.response
     q8_size = fresh.ps().models[0].size
     assert f16_size - q8_size > 40_000_000  # 4096 tokens of smollm2's f16 cache is ~94 MB
+
+
+def test_a_second_interrupt_still_waits_for_the_worker_to_let_go() -> None:
+    """Ctrl-C twice in a kernel: the cancelled stream still waits for its worker before the
+    model is released (the second KeyboardInterrupt lands in that wait)."""
+    import threading
+
+    from ollama_nb.manager import _wait_through_interrupts
+
+    class InterruptedOnce(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    finished = InterruptedOnce()
+    threading.Timer(0.05, finished.set).start()
+    _wait_through_interrupts(finished)
+    assert finished.is_set() and finished.calls == 2

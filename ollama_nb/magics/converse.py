@@ -141,6 +141,8 @@ def run_turn(magics: OllamaMagics, turn: Turn) -> Any:
         magics.shell.user_ns[turn.output] = result
     if problem:
         print(f"Error: {problem}", file=sys.stderr)
+    if result.interrupted and not result.text:
+        raise Interrupted("generation stopped before the first token; nothing was added to the session")
     if result.interrupted:
         where = f" in session '{result.session}'" if result.session else ""
         raise Interrupted(f"generation stopped; the partial reply ({len(result.text)} characters) is kept{where}")

@@ -4,7 +4,8 @@ Ollama's rules: a request names a model and a keep_alive; the model stays loaded
 been idle for keep_alive (0 = unload right after the request, negative/inf = forever); a change
 of load-time options reloads it; at most ``OLLAMA_MAX_LOADED_MODELS`` are resident, and a new
 load evicts the idle model that would expire first. A llama.cpp context must never be used by
-two threads, so every runner owns a single-thread executor and all engine calls go through it.
+two threads, so every runner owns a :class:`~ollama_nb.worker.Worker` and all engine calls go
+through it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import config
 from .runtime import Engine, GenerationRequest, LoadParams
+from .worker import Worker
 
 log = logging.getLogger("ollama_nb.scheduler")
 T = TypeVar("T")
@@ -62,13 +64,13 @@ class Runner:
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: BaseException | None = None
     _timer: threading.Timer | None = None
-    _executor: ThreadPoolExecutor | None = None
+    _worker: Worker | None = None
     _inbox: deque[GenerationRequest] = field(default_factory=deque)
     _inbox_lock: threading.Lock = field(default_factory=threading.Lock)
     _serving: bool = False
 
     def __post_init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ollama_nb:{self.key}")
+        self._worker = Worker(f"ollama_nb:{self.key}")
 
     def generate(self, request: GenerationRequest) -> None:
         """Queue a generation; the worker's batch loop admits it, in arrival order, as soon as
@@ -102,8 +104,8 @@ class Runner:
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` on this model's worker thread."""
-        assert self._executor is not None
-        return self._executor.submit(fn, *args)
+        assert self._worker is not None
+        return self._worker.submit(fn, *args)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         return self.submit(fn, *args).result()
@@ -125,9 +127,9 @@ class Runner:
                 if eng is not None:
                     eng.close()
 
-        if self._executor is not None:
-            self._executor.submit(close)
-            self._executor.shutdown(wait=True)
+        if self._worker is not None:
+            self._worker.submit(close)
+            self._worker.shutdown()
 
 
 class Scheduler:

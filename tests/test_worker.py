@@ -1,0 +1,85 @@
+"""The model worker: tasks in order on one thread at a time, and no thread while idle (an idle
+thread that once decoded keeps an OpenMP pool that slows every other model down)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ollama_nb.worker import Worker
+
+from .conftest import GEMMA, SMOLLM
+
+
+def _wait_idle(worker: Worker, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while worker._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_tasks_run_in_order_on_one_thread_at_a_time_and_results_come_back() -> None:
+    worker = Worker("test")
+    running = []
+    seen: list[int] = []
+
+    def task(i: int) -> int:
+        running.append(threading.current_thread())
+        assert sum(t.is_alive() for t in set(running)) == 1
+        seen.append(i)
+        time.sleep(0.001)
+        return i * i
+
+    futures = [worker.submit(task, i) for i in range(20)]
+    assert [f.result(10) for f in futures] == [i * i for i in range(20)]
+    assert seen == list(range(20))
+    worker.shutdown()
+
+
+def test_errors_reach_the_caller_and_the_worker_goes_on() -> None:
+    worker = Worker("test")
+
+    def boom() -> None:
+        raise ValueError("bad grammar")
+
+    with pytest.raises(ValueError, match="bad grammar"):
+        worker.submit(boom).result(10)
+    assert worker.submit(lambda: 42).result(10) == 42
+    worker.shutdown()
+
+
+def test_the_thread_exists_only_while_there_is_work() -> None:
+    worker = Worker("test")
+    names = {worker.submit(lambda: threading.current_thread().name).result(10)}
+    _wait_idle(worker)
+    assert worker._thread is None
+    names.add(worker.submit(lambda: threading.current_thread().name).result(10))
+    assert names == {"test"}
+    worker.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        worker.submit(lambda: None)
+
+
+def test_shutdown_waits_for_queued_work() -> None:
+    worker = Worker("test")
+    done = []
+    worker.submit(lambda: (time.sleep(0.2), done.append(1)))
+    worker.submit(done.append, 2)
+    worker.shutdown()
+    assert done == [1, 2]
+
+
+def test_idle_loaded_models_hold_no_threads(manager) -> None:
+    """After each model answered, its worker thread is gone: two loaded models leave no decoding
+    thread (and no OpenMP pool) behind to slow the next generation."""
+    for model in (SMOLLM, GEMMA):
+        manager.generate(model=model, prompt="Hi", stream=False, options={"num_predict": 2})
+    loaded = {r.name for r in manager.scheduler.loaded()}
+    assert {SMOLLM, GEMMA} <= {n.rsplit("/", 1)[-1] for n in loaded}
+    runners = list(manager.scheduler._runners.values())
+    for runner in runners:
+        _wait_idle(runner._worker)
+        assert runner._worker._thread is None
+    names = {t.name for t in threading.enumerate()}
+    assert not any(n.startswith("ollama_nb:") for n in names)

@@ -13,7 +13,7 @@ One run measures everything against baselines taken in the same run, and prints 
 4. that kernel's anonymous resident memory (RSS beyond the mapped model file) when idle after
    loading, and after 1,000 requests.
 
-    python bench/bench_server.py [--tokens 128] [--requests 1000]
+    python bench/bench_server.py [--tokens 128] [--requests 1000] [--reps 5]
 
 Results go to bench/results/server.{json,md}.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MODEL = "smollm2:135m"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. " * 6
@@ -85,8 +87,35 @@ def raw_single(path: str, tokens: int, threads: int) -> dict[str, float]:
     return {"ttft_s": first - start, "gen_tps": (n - 1) / (end - first), "tokens": n}
 
 
-async def stream_generate(session, url: str, prompt: str, tokens: int, *, raw: bool = True) -> dict[str, float]:
-    body = {"model": MODEL, "prompt": prompt, "raw": raw, "stream": True,
+def stream_generate(url: str, prompt: str, tokens: int, *, raw: bool = True) -> dict[str, float]:
+    """One streamed /api/generate, read with the leanest client there is (http.client, one
+    thread, only the last line parsed). The client runs on the same two cores as the model, and
+    raw llama-cpp-python has no client at all, so the less CPU it takes the fairer the ratio."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+    body = json.dumps({"model": MODEL, "prompt": prompt, "raw": raw, "stream": True,
+                       "options": {"temperature": 0, "num_predict": tokens}})
+    start = time.perf_counter()
+    conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    first = None
+    last_line = b""
+    while line := resp.readline():
+        if first is None:
+            first = time.perf_counter()
+        last_line = line
+    end = time.perf_counter()
+    conn.close()
+    final = json.loads(last_line)
+    assert final.get("done") and first is not None, final
+    return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
+            "tokens": final["eval_count"], "end": end, "start": start}
+
+
+async def stream_generate_aiohttp(session, url: str, prompt: str, tokens: int) -> dict[str, float]:
+    """The same request through aiohttp, parsing every line, as an asyncio application would."""
+    body = {"model": MODEL, "prompt": prompt, "raw": True, "stream": True,
             "options": {"temperature": 0, "num_predict": tokens}}
     start = time.perf_counter()
     first = None
@@ -102,18 +131,27 @@ async def stream_generate(session, url: str, prompt: str, tokens: int, *, raw: b
     end = time.perf_counter()
     assert final is not None and first is not None
     return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
-            "tokens": final["eval_count"], "end": end, "start": start}
+            "tokens": final["eval_count"]}
 
 
 def served_single(url: str, tokens: int) -> dict[str, float]:
+    stream_generate(url, "warm up", 4)
+    return stream_generate(url, PROMPT, tokens)
+
+
+def served_single_aiohttp(url: str, tokens: int) -> dict[str, float]:
     import aiohttp
 
     async def go() -> dict[str, float]:
         async with aiohttp.ClientSession() as session:
-            await stream_generate(session, url, "warm up", 4)
-            return await stream_generate(session, url, PROMPT, tokens)
+            await stream_generate_aiohttp(session, url, "warm up", 4)
+            return await stream_generate_aiohttp(session, url, PROMPT, tokens)
 
     return asyncio.run(go())
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in ("ttft_s", "gen_tps", "tokens")}
 
 
 # ---- 2. concurrent clients ----------------------------------------------------------------
@@ -121,20 +159,15 @@ def served_single(url: str, tokens: int) -> dict[str, float]:
 
 def concurrent(url: str, clients: int, tokens: int) -> float:
     """Aggregate generated tokens/s of ``clients`` simultaneous streams (chat-style prompts)."""
-    import aiohttp
+    from concurrent.futures import ThreadPoolExecutor
 
-    async def go() -> float:
-        async with aiohttp.ClientSession() as session:
-            await stream_generate(session, url, "warm up", 4, raw=False)
-            t0 = time.perf_counter()
-            results = await asyncio.gather(*(
-                stream_generate(session, url, PROMPTS[i % len(PROMPTS)], tokens, raw=False)
-                for i in range(clients)
-            ))
-            elapsed = max(r["end"] for r in results) - t0
-            return sum(r["tokens"] for r in results) / elapsed
-
-    return asyncio.run(go())
+    stream_generate(url, "warm up", 4, raw=False)
+    with ThreadPoolExecutor(clients) as pool:
+        t0 = time.perf_counter()
+        results = list(pool.map(lambda i: stream_generate(url, PROMPTS[i % len(PROMPTS)], tokens, raw=False),
+                                range(clients)))
+    elapsed = max(r["end"] for r in results) - t0
+    return sum(r["tokens"] for r in results) / elapsed
 
 
 def start_server(models: str, parallel: int, threads: int) -> tuple[subprocess.Popen, str]:
@@ -153,7 +186,6 @@ def start_server(models: str, parallel: int, threads: int) -> tuple[subprocess.P
 
 def kernel_checks(models: str, requests: int) -> dict[str, float]:
     """Cell round trips with the kernel's server idle and streaming; its anonymous memory."""
-    import aiohttp
     from jupyter_client.manager import start_new_kernel
 
     port = free_port()
@@ -181,26 +213,15 @@ def kernel_checks(models: str, requests: int) -> dict[str, float]:
             line = next(ln for ln in status.splitlines() if ln.startswith("RssAnon:"))
             return int(line.split()[1]) / 1024
 
-        async def one(session, tokens: int) -> None:
-            await stream_generate(session, url, "Hi", tokens, raw=False)
-
-        async def load_and_idle() -> None:
-            async with aiohttp.ClientSession() as session:
-                await one(session, 4)
-
-        asyncio.run(load_and_idle())
+        stream_generate(url, "Hi", 4, raw=False)  # load the model
         idle = cell_ms()
         rss_idle = rss_anon_mb()
 
-        streaming: list[float] = []
         stop = threading.Event()
 
         def client() -> None:
-            async def go() -> None:
-                async with aiohttp.ClientSession() as session:
-                    while not stop.is_set():
-                        await stream_generate(session, url, PROMPT, 64)
-            asyncio.run(go())
+            while not stop.is_set():
+                stream_generate(url, PROMPT, 64)
 
         t = threading.Thread(target=client)
         t.start()
@@ -209,12 +230,8 @@ def kernel_checks(models: str, requests: int) -> dict[str, float]:
         stop.set()
         t.join()
 
-        async def many() -> None:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(requests):
-                    await one(session, 1)
-
-        asyncio.run(many())
+        for _ in range(requests):
+            stream_generate(url, "Hi", 1, raw=False)
         time.sleep(1.0)
         rss_after = rss_anon_mb()
         run("h.stop()")
@@ -238,6 +255,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
 
@@ -255,10 +273,16 @@ def main() -> None:
     results: dict[str, object] = {"model": MODEL, "threads": threads, "tokens": args.tokens,
                                   "date": time.strftime("%Y-%m-%d %H:%M"), "system": system_info()}
 
-    raw = raw_single(path, args.tokens, threads)
     proc, url = start_server(models, 1, threads)
     try:
-        served = served_single(url, args.tokens)
+        # Paired, interleaved repetitions: this machine's speed drifts by several percent from
+        # one minute to the next, so each served run is compared with the raw run next to it.
+        reps = []
+        for _ in range(args.reps):
+            raw = raw_single(path, args.tokens, threads)
+            served = served_single(url, args.tokens)
+            via_aiohttp = served_single_aiohttp(url, args.tokens)
+            reps.append({"raw": raw, "served": served, "aiohttp": via_aiohttp})
         serial = {n: concurrent(url, n, args.tokens) for n in (1, 2, 4)}
     finally:
         proc.terminate()
@@ -269,9 +293,18 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    results["single"] = {"raw": raw, "served": {k: served[k] for k in ("ttft_s", "gen_tps", "tokens")},
-                         "gen_ratio": served["gen_tps"] / raw["gen_tps"],
-                         "ttft_overhead_ms": (served["ttft_s"] - raw["ttft_s"]) * 1000}
+    raw = median_run([r["raw"] for r in reps])
+    served = median_run([r["served"] for r in reps])
+    via_aiohttp = median_run([r["aiohttp"] for r in reps])
+
+    def paired(kind: str) -> dict[str, float]:
+        return {
+            "gen_ratio": statistics.median(r[kind]["gen_tps"] / r["raw"]["gen_tps"] for r in reps),
+            "ttft_overhead_ms": statistics.median((r[kind]["ttft_s"] - r["raw"]["ttft_s"]) * 1000 for r in reps),
+        }
+
+    results["single"] = {"raw": raw, "served": served, "aiohttp": via_aiohttp, "reps": reps,
+                         **paired("served"), "aiohttp_paired": paired("aiohttp")}
     results["concurrency"] = {
         "serial_tps": serial, "batched_tps": batched,
         "serial_scaling": {n: serial[n] / serial[1] for n in serial},
@@ -287,11 +320,19 @@ def main() -> None:
         f"# Server: ollama-nb serve vs raw llama-cpp-python ({MODEL}, {threads} threads, "
         f"{args.tokens} tokens, {results['date']})",
         "",
+        f"Single stream: median of {args.reps} paired runs (raw, then served, then served again "
+        "through aiohttp); ratios and overheads are medians of the per-pair values.",
+        "",
         "| single stream | raw llama-cpp-python | /api/generate | ratio |",
         "|---|---|---|---|",
         f"| generation tokens/s | {raw['gen_tps']:.1f} | {served['gen_tps']:.1f} | {s['gen_ratio']:.2f} |",
         f"| time to first token | {raw['ttft_s'] * 1000:.1f} ms | {served['ttft_s'] * 1000:.1f} ms "
-        f"| +{s['ttft_overhead_ms']:.1f} ms |",
+        f"| {s['ttft_overhead_ms']:+.1f} ms |",
+        f"| generation tokens/s, aiohttp client | {raw['gen_tps']:.1f} | {via_aiohttp['gen_tps']:.1f} "
+        f"| {s['aiohttp_paired']['gen_ratio']:.2f} |",
+        "",
+        "The main client is `http.client` reading lines in one thread; the aiohttp client (an asyncio "
+        "loop parsing every line) costs more CPU, and on two cores that CPU is the model's.",
         "",
         "| concurrent clients | one after another (NUM_PARALLEL=1) | batched (NUM_PARALLEL=4) |",
         "|---|---|---|",

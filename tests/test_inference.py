@@ -90,6 +90,24 @@ def test_json_schema_format_validates(manager):
     jsonschema.validate(json.loads(reply.response), schema)
 
 
+def test_integer_bounds_are_enforced_by_the_grammar():
+    """llama.cpp's own converter (Ollama's) keeps integers in their bounds; the Python one we
+    call ignores them, so small ranges are spelled out as enums first."""
+    from ollama_nb.runtime.library import _bounded_integers_as_enums, json_grammar
+
+    schema = {"type": "object", "properties": {
+        "age": {"type": "integer", "minimum": 0, "maximum": 120, "title": "Age"},
+        "rank": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 4},
+        "big": {"type": "integer", "minimum": 0, "maximum": 10**9},
+        "open": {"type": "integer", "minimum": 5}}}
+    props = _bounded_integers_as_enums(schema)["properties"]
+    assert props["age"] == {"title": "Age", "enum": list(range(121))}
+    assert props["rank"] == {"enum": [1, 2, 3]}
+    assert props["big"] == schema["properties"]["big"] and props["open"] == schema["properties"]["open"]
+    grammar = json_grammar(schema)
+    assert '"120"' in grammar and '"121"' not in grammar
+
+
 def test_chat_template_is_applied(manager):
     from ollama_nb.prompting import chat_tokens, conversation, render_chat
     from ollama_nb.api.types import Message

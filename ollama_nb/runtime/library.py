@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 from typing import Any
 
 from ..errors import InvalidRequest, OllamaNbError
@@ -56,6 +57,41 @@ def system_info() -> str:
     return lib().llama_print_system_info().decode("utf-8", "replace").strip()
 
 
+#: Integer ranges up to this many values are spelled out for the grammar.
+MAX_ENUMERATED_RANGE = 1000
+
+
+def _bounded_integers_as_enums(schema: Any) -> Any:
+    """The schema with every small bounded integer (``minimum``/``maximum``, exclusive or not)
+    turned into the ``enum`` of its values.
+
+    llama-cpp-python's schema converter ignores integer bounds, so ``age: int = Field(le=120)``
+    could come back as 123 and fail the caller's own validation; llama.cpp's C++ converter, the
+    one Ollama uses, enforces them. An enum is something the Python converter does enforce.
+    """
+    if isinstance(schema, list):
+        return [_bounded_integers_as_enums(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _bounded_integers_as_enums(value) for key, value in schema.items()}
+    if out.get("type") != "integer" or "enum" in out:
+        return out
+    low = out.get("minimum")
+    if isinstance(out.get("exclusiveMinimum"), (int, float)) and not isinstance(out["exclusiveMinimum"], bool):
+        low = out["exclusiveMinimum"] + 1 if low is None else max(low, out["exclusiveMinimum"] + 1)
+    high = out.get("maximum")
+    if isinstance(out.get("exclusiveMaximum"), (int, float)) and not isinstance(out["exclusiveMaximum"], bool):
+        high = out["exclusiveMaximum"] - 1 if high is None else min(high, out["exclusiveMaximum"] - 1)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return out
+    first, last = math.ceil(low), math.floor(high)
+    if first > last or last - first >= MAX_ENUMERATED_RANGE:
+        return out
+    kept = {k: v for k, v in out.items()
+            if k not in {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}}
+    return {**kept, "enum": list(range(first, last + 1))}
+
+
 def json_grammar(fmt: str | dict[str, Any] | None) -> str | None:
     """GBNF for Ollama's ``format``: ``"json"`` or a JSON schema object (via llama.cpp's converter)."""
     if fmt is None or fmt == "":
@@ -66,7 +102,7 @@ def json_grammar(fmt: str | dict[str, Any] | None) -> str | None:
         return llama_grammar.JSON_GBNF
     if isinstance(fmt, dict):
         try:
-            return llama_grammar.json_schema_to_gbnf(json.dumps(fmt))
+            return llama_grammar.json_schema_to_gbnf(json.dumps(_bounded_integers_as_enums(fmt)))
         except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
             raise InvalidRequest(f"invalid JSON schema in format: {exc}") from exc
     if isinstance(fmt, str):

@@ -204,6 +204,7 @@ class ModelManager:
             num_ctx = min(num_ctx, n_train)
         num_thread = int(options.get("num_thread") or 0) or gpu.physical_cores()
         fa = config.flash_attention()
+        flash = True if fa is None else fa  # unset is Ollama's "auto": on wherever llama.cpp has it
         return LoadParams(
             num_ctx=max(num_ctx, 16),
             num_batch=int(options.get("num_batch") or 512),
@@ -211,8 +212,8 @@ class ModelManager:
             main_gpu=int(options.get("main_gpu") or 0),
             num_thread=num_thread,
             use_mmap=options.get("use_mmap") is not False,
-            flash_attention=bool(fa) if fa is not None else False,
-            kv_cache_type=config.KV_CACHE_TYPES[config.kv_cache_type()] if fa else 1,
+            flash_attention=flash,
+            kv_cache_type=config.KV_CACHE_TYPES[config.kv_cache_type()] if flash else 1,
             adapters=tuple(spec.adapters),
             num_parallel=config.num_parallel(),
             lazy_memory=config.lazy_memory(),
@@ -641,13 +642,15 @@ class ModelManager:
 
     # ---- tokens (beyond Ollama: /api/tokenize, /api/detokenize) -------------------------------
 
-    def _on_worker(self, name: str, fn: Callable[[Engine], Any], *, keep_alive: Any, options: Any) -> Any:
-        """Run ``fn(engine)`` on the model's worker: a llama.cpp context is single-threaded, and
-        the vocabulary lives in the loaded model (loading it if needed, like any request)."""
+    def _with_vocabulary(self, name: str, fn: Callable[[Engine], Any], *, keep_alive: Any, options: Any) -> Any:
+        """Run ``fn(engine)`` on the calling thread with the model loaded (loading it if needed,
+        like any request). Tokenising reads only the vocabulary, never the context, so it need
+        not wait behind a batch that is generating on the model's worker."""
         spec = self.spec(name)
         runner = self._acquire(spec, self._options(spec, options), self._keep_alive(keep_alive))
         try:
-            return runner.call(lambda: fn(runner.engine))
+            assert runner.engine is not None
+            return fn(runner.engine)
         finally:
             self.scheduler.release(runner)
 
@@ -656,7 +659,7 @@ class ModelManager:
     ) -> list[int]:
         """Token ids of ``content``; ``add_special`` adds BOS as a prompt would (off by default,
         as llama-server's ``/tokenize``), special-token text such as ``<|im_end|>`` is parsed."""
-        return self._on_worker(model, lambda e: e.tokenize(content, add_special=add_special),
+        return self._with_vocabulary(model, lambda e: e.tokenize(content, add_special=add_special),
                                keep_alive=keep_alive, options=options)
 
     def detokenize(self, model: str, tokens: list[int], *, keep_alive: Any = None, options: Any = None) -> str:
@@ -668,7 +671,7 @@ class ModelManager:
                 raise InvalidRequest(f"token id {bad} is out of range [0, {engine.n_vocab})")
             return engine.detokenize(tokens)
 
-        return self._on_worker(model, run, keep_alive=keep_alive, options=options)
+        return self._with_vocabulary(model, run, keep_alive=keep_alive, options=options)
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -250,12 +250,23 @@ def test_tool_calls(client, tooly):
     assert json.loads(call.function.arguments) == {"city": "London"}  # a JSON string, as OpenAI's
 
     # the result goes back as a tool message found by its call id; the model then answers
-    follow = client.chat.completions.create(
-        model=tooly, tools=[WEATHER], max_tokens=20, **GREEDY,
-        messages=[*ASK_WEATHER, choice.message.model_dump(exclude_none=True),
-                  {"role": "tool", "tool_call_id": call.id, "content": "Rainy, 12 degrees."}])
+    def answer(result: str):
+        return client.chat.completions.create(
+            model=tooly, tools=[WEATHER], max_tokens=20, **GREEDY,
+            messages=[*ASK_WEATHER, choice.message.model_dump(exclude_none=True),
+                      {"role": "tool", "tool_call_id": call.id, "content": result}])
+
+    short = "Rainy, 12 degrees."
+    follow = answer(short)
     assert follow.choices[0].finish_reason == "stop" and not follow.choices[0].message.tool_calls
-    assert "12" in follow.choices[0].message.content  # the tool's answer reached the model
+    assert follow.choices[0].message.content
+    # The tool's answer reached the model's prompt: a longer result costs its extra tokens.
+    # (Both requests below reuse the cache up to the tool message, so they count from there.)
+    longer = short + " Wind from the west at thirty kilometres an hour, humidity eighty percent."
+    answer(longer)
+    with_short = answer(short).usage.prompt_tokens
+    with_longer = answer(longer).usage.prompt_tokens
+    assert with_longer - with_short >= 10
 
 
 def test_tool_messages_translate_to_native():

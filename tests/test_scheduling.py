@@ -180,13 +180,41 @@ def test_quantized_kv_cache_needs_flash_attention_and_halves_the_cache(fresh, mo
     fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options=opts)
     f16_size = fresh.ps().models[0].size
     monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q8_0")
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "0")
     fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options=opts)
     assert fresh.ps().models[0].size == f16_size  # without flash attention the cache stays f16
-    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
+    monkeypatch.delenv("OLLAMA_FLASH_ATTENTION")  # automatic: on, as llama.cpp has it on the CPU
     r = fresh.generate(model=SMOLLM, prompt="Hi", stream=False, options=opts)  # a reload
     assert r.eval_count == 8 and r.response
     q8_size = fresh.ps().models[0].size
     assert f16_size - q8_size > 40_000_000  # 4096 tokens of smollm2's f16 cache is ~94 MB
+
+
+def test_a_model_without_flash_attention_loads_without_it(shared_models, monkeypatch):
+    """Flash attention is a wish: where llama.cpp cannot create such a context the model loads
+    without it (and with an f16 cache), instead of failing as a corrupt model."""
+    from ollama_nb.manager import ModelManager
+    from ollama_nb.runtime import Engine
+    from ollama_nb.store import Store
+
+    real_load = Engine._load
+    tried = []
+
+    def no_flash(model_path, params, parallel):
+        tried.append((params.flash_attention, params.kv_cache_type))
+        if params.flash_attention:
+            raise ValueError("Failed to create llama_context")
+        return real_load(model_path, params, parallel)
+
+    monkeypatch.setattr(Engine, "_load", staticmethod(no_flash))
+    monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q8_0")
+    m = ModelManager(Store(shared_models))
+    try:
+        r = m.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 4, "temperature": 0})
+        assert r.eval_count == 4 and r.response
+        assert tried == [(True, 8), (False, 1)]
+    finally:
+        m.close()
 
 
 def test_a_second_interrupt_still_waits_for_the_worker_to_let_go() -> None:
@@ -211,3 +239,33 @@ def test_a_second_interrupt_still_waits_for_the_worker_to_let_go() -> None:
     threading.Timer(0.05, finished.set).start()
     _wait_through_interrupts(finished)
     assert finished.is_set() and finished.calls == 2
+
+
+def test_tokenize_answers_while_the_model_is_generating(manager) -> None:
+    """/api/tokenize reads only the vocabulary: it does not wait behind a running batch."""
+    import threading
+
+    from .conftest import SMOLLM
+
+    first = threading.Event()
+    finished = threading.Event()
+    pieces: list[str] = []
+
+    def generate() -> None:
+        for chunk in manager.generate(model=SMOLLM, prompt="Count from one to a thousand in words.",
+                                      stream=True, options={"temperature": 0, "num_predict": 400}):
+            pieces.append(chunk.response)
+            first.set()
+        finished.set()
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    try:
+        assert first.wait(120)
+        ids = manager.tokenize(SMOLLM, "Hello, world")
+        text = manager.detokenize(SMOLLM, ids)
+        assert not finished.is_set()  # answered while the generation was still running
+        assert ids and text == "Hello, world"
+    finally:
+        worker.join(300)
+    assert finished.is_set() and len(pieces) > 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import math
 import threading
@@ -76,8 +77,7 @@ class Engine:
         parallel = 1 if params.embedding else max(1, params.num_parallel)
         mapped_before = mapped_ranges() if params.lazy_memory else []
         try:
-            with _sequences_per_context(parallel):
-                self._llm = self._load(model_path, params, parallel)
+            self._llm = self._create(model_path, params, parallel)
         except (ValueError, RuntimeError, OSError) as exc:
             raise CorruptModel(model_path, f"llama.cpp could not load it ({exc})") from exc
         for extra in params.adapters[1:]:
@@ -100,7 +100,6 @@ class Engine:
         self._last_used = [0] * parallel
         self._use_counter = 0
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
         self.metadata: dict[str, str] = dict(self._llm.metadata)
         self.bos_id: int = self._model.token_bos()
         self.eos_id: int = self._model.token_eos()
@@ -111,6 +110,21 @@ class Engine:
         self.closed = False
         self.released_bytes = release_zero_pages(mapped_before)
         log.debug("released %d MiB of zeroed buffers", self.released_bytes >> 20)
+
+    @classmethod
+    def _create(cls, model_path: str, params: LoadParams, parallel: int) -> Any:
+        """Load with flash attention when asked, and without it where this model or backend
+        cannot have it (Ollama's rule: the setting is a wish, never a reason to fail a load)."""
+        try:
+            with _sequences_per_context(parallel):
+                return cls._load(model_path, params, parallel)
+        except (ValueError, RuntimeError) as exc:
+            if not params.flash_attention:
+                raise
+            log.warning("%s: no context with flash attention (%s); loading without it", model_path, exc)
+        plain = dataclasses.replace(params, flash_attention=False, kv_cache_type=1)
+        with _sequences_per_context(parallel):
+            return cls._load(model_path, plain, parallel)
 
     @staticmethod
     def _load(model_path: str, params: LoadParams, parallel: int) -> Any:
@@ -155,11 +169,13 @@ class Engine:
         return tokens
 
     def piece(self, token: int) -> bytes:
+        """A token's bytes. Safe from any thread (``/api/detokenize`` runs beside generation):
+        a miss fills its own buffer, and the cache is a dict the GIL keeps whole."""
         cached = self._pieces.get(token)
         if cached is None:
-            lc = lib()
-            n = lc.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
-            cached = bytes(self._piece_buf[: max(n, 0)])
+            buf = ctypes.create_string_buffer(256)
+            n = lib().llama_token_to_piece(self._vocab, token, buf, 256, 0, False)
+            cached = buf.raw[: max(n, 0)]
             self._pieces[token] = cached
         return cached
 

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import in_fresh_thread
+
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. " * 6
 
 
@@ -26,7 +28,7 @@ def bench_raw(path: str, n_predict: int, threads: int, n_ctx: int) -> dict[str, 
 
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+                          n_threads_batch=threads, flash_attn=True, verbose=False)
     load = time.perf_counter() - t0
     start = time.perf_counter()
     first = None
@@ -90,7 +92,7 @@ def main() -> None:
     for n_predict in (128, 2000):
         raw_runs, ours_runs = [], []
         for _ in range(args.reps):  # interleaved so load on the machine hits both sides alike
-            raw_runs.append(bench_raw(path, n_predict, threads, n_ctx))
+            raw_runs.append(in_fresh_thread(bench_raw, path, n_predict, threads, n_ctx))
             ours_runs.append(bench_manager(manager, args.model, n_predict, threads, n_ctx))
         med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
         row = {"n_predict": n_predict}

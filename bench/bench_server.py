@@ -33,6 +33,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from common import in_fresh_thread
 from urllib.parse import urlsplit
 
 MODEL = "smollm2:135m"
@@ -67,24 +69,27 @@ def wait_for(url: str, timeout: float = 60) -> None:
 # ---- 1. single stream --------------------------------------------------------------------
 
 
-def raw_single(path: str, tokens: int, threads: int) -> dict[str, float]:
+def raw_single(path: str, tokens: int, threads: int, flash_attn: bool = True) -> dict[str, float]:
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_batch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+                          n_threads_batch=threads, flash_attn=flash_attn, verbose=False)
     llm.create_completion("warm up", max_tokens=4, temperature=0)
     llm.reset()
+    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+    prefill_s = None
     start = time.perf_counter()
     first = None
     n = 0
     for _ in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0, stream=True):
         if first is None:
             first = time.perf_counter()
+            prefill_s = llama_cpp.llama_perf_context(llm._ctx.ctx).t_p_eval_ms / 1000
         n += 1
     end = time.perf_counter()
     llm.close()
     assert first is not None
-    return {"ttft_s": first - start, "gen_tps": (n - 1) / (end - first), "tokens": n}
+    return {"ttft_s": first - start, "gen_tps": (n - 1) / (end - first), "tokens": n, "prefill_s": prefill_s}
 
 
 def stream_generate(url: str, prompt: str, tokens: int, *, raw: bool = True) -> dict[str, float]:
@@ -110,7 +115,8 @@ def stream_generate(url: str, prompt: str, tokens: int, *, raw: bool = True) -> 
     final = json.loads(last_line)
     assert final.get("done") and first is not None, final
     return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
-            "tokens": final["eval_count"], "end": end, "start": start}
+            "tokens": final["eval_count"], "end": end, "start": start,
+            "prefill_s": final["prompt_eval_duration"] / 1e9}
 
 
 async def stream_generate_aiohttp(session, url: str, prompt: str, tokens: int) -> dict[str, float]:
@@ -131,7 +137,7 @@ async def stream_generate_aiohttp(session, url: str, prompt: str, tokens: int) -
     end = time.perf_counter()
     assert final is not None and first is not None
     return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
-            "tokens": final["eval_count"]}
+            "tokens": final["eval_count"], "prefill_s": final["prompt_eval_duration"] / 1e9}
 
 
 def served_single(url: str, tokens: int) -> dict[str, float]:
@@ -151,7 +157,7 @@ def served_single_aiohttp(url: str, tokens: int) -> dict[str, float]:
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in ("ttft_s", "gen_tps", "tokens")}
+    return {k: statistics.median(r[k] for r in runs) for k in ("ttft_s", "gen_tps", "tokens", "prefill_s")}
 
 
 # ---- 2. concurrent clients ----------------------------------------------------------------
@@ -229,6 +235,7 @@ def kernel_checks(models: str, requests: int) -> dict[str, float]:
         streaming = cell_ms()
         stop.set()
         t.join()
+        rss_warm = rss_anon_mb()
 
         for _ in range(requests):
             stream_generate(url, "Hi", 1, raw=False)
@@ -243,6 +250,7 @@ def kernel_checks(models: str, requests: int) -> dict[str, float]:
         "cell_ms_streaming_median": statistics.median(streaming),
         "cell_ms_streaming_max": max(streaming),
         "rss_anon_mb_idle": rss_idle,
+        "rss_anon_mb_warm": rss_warm,
         "rss_anon_mb_after": rss_after,
         "requests": requests,
     }
@@ -279,31 +287,38 @@ def main() -> None:
         # one minute to the next, so each served run is compared with the raw run next to it.
         reps = []
         for _ in range(args.reps):
-            raw = raw_single(path, args.tokens, threads)
+            raw = in_fresh_thread(raw_single, path, args.tokens, threads)
             served = served_single(url, args.tokens)
             via_aiohttp = served_single_aiohttp(url, args.tokens)
-            reps.append({"raw": raw, "served": served, "aiohttp": via_aiohttp})
-        serial = {n: concurrent(url, n, args.tokens) for n in (1, 2, 4)}
+            no_fa = in_fresh_thread(raw_single, path, args.tokens, threads, False)
+            reps.append({"raw": raw, "served": served, "aiohttp": via_aiohttp, "raw_no_fa": no_fa})
+        serial = {n: statistics.median(concurrent(url, n, args.tokens) for _ in range(3)) for n in (1, 2, 4)}
     finally:
         proc.terminate()
         proc.wait()
     proc, url = start_server(models, 4, threads)
     try:
-        batched = {n: concurrent(url, n, args.tokens) for n in (1, 2, 4)}
+        batched = {n: statistics.median(concurrent(url, n, args.tokens) for _ in range(3)) for n in (1, 2, 4)}
     finally:
         proc.terminate()
         proc.wait()
     raw = median_run([r["raw"] for r in reps])
     served = median_run([r["served"] for r in reps])
     via_aiohttp = median_run([r["aiohttp"] for r in reps])
+    raw_no_fa = median_run([r["raw_no_fa"] for r in reps])
 
     def paired(kind: str) -> dict[str, float]:
         return {
             "gen_ratio": statistics.median(r[kind]["gen_tps"] / r["raw"]["gen_tps"] for r in reps),
             "ttft_overhead_ms": statistics.median((r[kind]["ttft_s"] - r["raw"]["ttft_s"]) * 1000 for r in reps),
+            # What the first token costs beyond evaluating the prompt, served minus raw: the
+            # prompt's evaluation time swings by tens of ms from run to run on this machine.
+            "beyond_prefill_overhead_ms": statistics.median(
+                ((r[kind]["ttft_s"] - r[kind]["prefill_s"]) - (r["raw"]["ttft_s"] - r["raw"]["prefill_s"])) * 1000
+                for r in reps),
         }
 
-    results["single"] = {"raw": raw, "served": served, "aiohttp": via_aiohttp, "reps": reps,
+    results["single"] = {"raw": raw, "served": served, "aiohttp": via_aiohttp, "raw_no_fa": raw_no_fa, "reps": reps,
                          **paired("served"), "aiohttp_paired": paired("aiohttp")}
     results["concurrency"] = {
         "serial_tps": serial, "batched_tps": batched,
@@ -321,15 +336,20 @@ def main() -> None:
         f"{args.tokens} tokens, {results['date']})",
         "",
         f"Single stream: median of {args.reps} paired runs (raw, then served, then served again "
-        "through aiohttp); ratios and overheads are medians of the per-pair values.",
+        "through aiohttp); ratios and overheads are medians of the per-pair values. Flash attention "
+        "is on for both, as Ollama and llama-server have it on the CPU by default.",
         "",
         "| single stream | raw llama-cpp-python | /api/generate | ratio |",
         "|---|---|---|---|",
         f"| generation tokens/s | {raw['gen_tps']:.1f} | {served['gen_tps']:.1f} | {s['gen_ratio']:.2f} |",
         f"| time to first token | {raw['ttft_s'] * 1000:.1f} ms | {served['ttft_s'] * 1000:.1f} ms "
         f"| {s['ttft_overhead_ms']:+.1f} ms |",
+        f"| first token beyond prompt evaluation | {(raw['ttft_s'] - raw['prefill_s']) * 1000:.1f} ms "
+        f"| {(served['ttft_s'] - served['prefill_s']) * 1000:.1f} ms | {s['beyond_prefill_overhead_ms']:+.1f} ms |",
         f"| generation tokens/s, aiohttp client | {raw['gen_tps']:.1f} | {via_aiohttp['gen_tps']:.1f} "
         f"| {s['aiohttp_paired']['gen_ratio']:.2f} |",
+        f"| raw without flash attention (llama-cpp-python's default) | {raw_no_fa['gen_tps']:.1f} tok/s, "
+        f"first token {raw_no_fa['ttft_s'] * 1000:.1f} ms | | |",
         "",
         "The main client is `http.client` reading lines in one thread; the aiohttp client (an asyncio "
         "loop parsing every line) costs more CPU, and on two cores that CPU is the model's.",
@@ -339,7 +359,7 @@ def main() -> None:
         *[f"| {n} | {serial[n]:.1f} tok/s ({c['serial_scaling'][n]:.2f}x) | "
           f"{batched[n]:.1f} tok/s ({c['batched_scaling'][n]:.2f}x) |" for n in (1, 2, 4)],
         "",
-        "Scaling is relative to one client served alone.",
+        "Scaling is relative to one client served alone; each figure is the median of 3 runs.",
         "",
         "| kernel hosting the server | value |",
         "|---|---|",
@@ -347,6 +367,7 @@ def main() -> None:
         f"| cell round trip while a client streams (median / max) | {k['cell_ms_streaming_median']:.1f} / "
         f"{k['cell_ms_streaming_max']:.1f} ms |",
         f"| anonymous RSS, idle after load | {k['rss_anon_mb_idle']:.0f} MB |",
+        f"| anonymous RSS after the streaming above (its KV pages now in use) | {k['rss_anon_mb_warm']:.0f} MB |",
         f"| anonymous RSS after {k['requests']} requests | {k['rss_anon_mb_after']:.0f} MB |",
         "",
     ]

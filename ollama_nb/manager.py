@@ -231,7 +231,7 @@ class ModelManager:
             params=params,
             keep_alive=keep_alive,
             details=spec.details,
-            size_hint=lambda engine: gpu.memory_estimate(spec, engine, params),
+            size_hint=lambda engine: gpu.memory_estimate(spec, engine, engine.params),
         )
 
     def load(self, name: str, *, options: dict[str, Any] | None = None, keep_alive: Any = None) -> None:

@@ -213,6 +213,8 @@ def test_a_model_without_flash_attention_loads_without_it(shared_models, monkeyp
         r = m.generate(model=SMOLLM, prompt="Hi", stream=False, options={"num_predict": 4, "temperature": 0})
         assert r.eval_count == 4 and r.response
         assert tried == [(True, 8), (False, 1)]
+        (runner,) = m.scheduler._runners.values()
+        assert not runner.engine.params.flash_attention and runner.engine.params.kv_cache_type == 1
     finally:
         m.close()
 

@@ -77,7 +77,7 @@ class Engine:
         parallel = 1 if params.embedding else max(1, params.num_parallel)
         mapped_before = mapped_ranges() if params.lazy_memory else []
         try:
-            self._llm = self._create(model_path, params, parallel)
+            self._llm, self.params = self._create(model_path, params, parallel)
         except (ValueError, RuntimeError, OSError) as exc:
             raise CorruptModel(model_path, f"llama.cpp could not load it ({exc})") from exc
         for extra in params.adapters[1:]:
@@ -112,19 +112,20 @@ class Engine:
         log.debug("released %d MiB of zeroed buffers", self.released_bytes >> 20)
 
     @classmethod
-    def _create(cls, model_path: str, params: LoadParams, parallel: int) -> Any:
+    def _create(cls, model_path: str, params: LoadParams, parallel: int) -> tuple[Any, LoadParams]:
         """Load with flash attention when asked, and without it where this model or backend
-        cannot have it (Ollama's rule: the setting is a wish, never a reason to fail a load)."""
+        cannot have it (Ollama's rule: the setting is a wish, never a reason to fail a load).
+        Returns the ``Llama`` and the parameters it really got."""
         try:
             with _sequences_per_context(parallel):
-                return cls._load(model_path, params, parallel)
+                return cls._load(model_path, params, parallel), params
         except (ValueError, RuntimeError) as exc:
             if not params.flash_attention:
                 raise
             log.warning("%s: no context with flash attention (%s); loading without it", model_path, exc)
         plain = dataclasses.replace(params, flash_attention=False, kv_cache_type=1)
         with _sequences_per_context(parallel):
-            return cls._load(model_path, plain, parallel)
+            return cls._load(model_path, plain, parallel), plain
 
     @staticmethod
     def _load(model_path: str, params: LoadParams, parallel: int) -> Any:

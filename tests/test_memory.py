@@ -3,26 +3,12 @@ those zero pages back to the OS, and nothing a request can observe changes."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from ollama_nb.manager import ModelManager
-from ollama_nb.runtime import Engine
 from ollama_nb.runtime.memory import _subtract, mapped_ranges, release_zero_pages
 
 from .conftest import GEMMA, SMOLLM
 
 LONG = "Tell me everything about lighthouses, storms and the sea. " * 12
-
-
-def _kv_bytes(engine: Engine) -> int:
-    """f16 K and V for every layer and cell, as llama.cpp sizes the cache of a plain model."""
-    meta = engine.metadata
-    arch = meta["general.architecture"]
-    layers = int(meta[f"{arch}.block_count"])
-    heads = int(meta[f"{arch}.attention.head_count"])
-    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
-    head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta[f"{arch}.embedding_length"]) // heads))
-    return 2 * layers * kv_heads * head_dim * 2 * engine.params.num_ctx
 
 
 #: Loads the model eagerly and lazily in a fresh process (so that no earlier test's freed memory
@@ -55,10 +41,10 @@ def test_the_zeroed_kv_cache_is_not_resident_after_loading(shared_models, manage
     import subprocess
     import sys
 
+    from ollama_nb.gpu import kv_cache_bytes
+
     spec = manager.spec(SMOLLM)
-    probe = Engine(spec.model_path, dataclasses.replace(manager.load_params(spec, {}), lazy_memory=False))
-    kv = _kv_bytes(probe)
-    probe.close()
+    kv = kv_cache_bytes(spec, manager.load_params(spec, {}).num_ctx)
     assert kv >= 64 << 20  # 30 layers x 4096 cells: the cache is most of what a load allocates
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(shared_models), SMOLLM],
                           capture_output=True, text=True, timeout=300, check=True)

@@ -42,35 +42,34 @@ def _libc_calls() -> ctypes.PyDLL:
     return _libc
 
 
-def mapped_ranges() -> list[Range]:
-    """Every mapped address range of this process (any permissions), from /proc/self/maps."""
-    ranges: list[Range] = []
+def _maps() -> list[list[str]]:
+    """The fields of each line of /proc/self/maps (address range, permissions, offset, device,
+    inode, and the path when there is one); empty where it cannot be read."""
     try:
         with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
-            for line in maps:
-                start, _, end = line.split(" ", 1)[0].partition("-")
-                ranges.append((int(start, 16), int(end, 16)))
+            return [line.split() for line in maps]
     except OSError:
         return []
-    return ranges
+
+
+def _range(address: str) -> Range:
+    start, _, end = address.partition("-")
+    return int(start, 16), int(end, 16)
+
+
+def mapped_ranges() -> list[Range]:
+    """Every mapped address range of this process (any permissions)."""
+    return [_range(fields[0]) for fields in _maps()]
 
 
 def _anonymous_writable() -> list[Range]:
-    """Private, writable mappings backed by no file (and not the brk heap or a stack)."""
-    found: list[Range] = []
-    try:
-        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
-            for line in maps:
-                fields = line.split()
-                if len(fields) < 5 or fields[1][:2] != "rw" or fields[1][3] != "p" or fields[4] != "0":
-                    continue
-                if len(fields) > 5:
-                    continue  # [heap], [stack], named files
-                start, _, end = fields[0].partition("-")
-                found.append((int(start, 16), int(end, 16)))
-    except OSError:
-        return []
-    return found
+    """Private, writable mappings backed by no file (and not the brk heap or a stack, which
+    carry a name: ``[heap]``, ``[stack]``)."""
+    return [
+        _range(fields[0])
+        for fields in _maps()
+        if len(fields) == 5 and fields[1][:2] == "rw" and fields[1][3] == "p" and fields[4] == "0"
+    ]
 
 
 def _subtract(ranges: list[Range], taken: list[Range]) -> list[Range]:

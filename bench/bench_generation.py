@@ -79,15 +79,15 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("OLLAMA_MODELS", tempfile.mkdtemp(prefix="bench-models-"))
-    from ollama_nb.gpu import physical_cores
     from ollama_nb.manager import ModelManager
     from ollama_nb.runtime import system_info
+    from ollama_nb.runtime.threads import usable_cores
 
     manager = ModelManager()
     for _ in manager.pull(args.model):
         pass
     path = manager.spec(args.model).model_path
-    threads, n_ctx = physical_cores(), 4096
+    threads, n_ctx = usable_cores(), 4096
     rows = []
     for n_predict in (128, 2000):
         raw_runs, ours_runs = [], []

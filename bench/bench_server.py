@@ -33,9 +33,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from common import in_fresh_thread
-from urllib.parse import urlsplit
 
 MODEL = "smollm2:135m"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. " * 6
@@ -269,15 +269,15 @@ def main() -> None:
 
     models = tempfile.mkdtemp(prefix="bench-server-models-")
     os.environ["OLLAMA_MODELS"] = models
-    from ollama_nb.gpu import physical_cores
     from ollama_nb.manager import ModelManager
     from ollama_nb.runtime import system_info
+    from ollama_nb.runtime.threads import usable_cores
 
     m = ModelManager()
     for _ in m.pull(MODEL):
         pass
     path = m.spec(MODEL).model_path
-    threads = physical_cores()
+    threads = usable_cores()
     results: dict[str, object] = {"model": MODEL, "threads": threads, "tokens": args.tokens,
                                   "date": time.strftime("%Y-%m-%d %H:%M"), "system": system_info()}
 

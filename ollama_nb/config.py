@@ -105,6 +105,24 @@ def lazy_memory() -> bool:
     return _env("OLLAMA_NB_LAZY_MEMORY").lower() not in {"0", "false", "no", "off", "f"}
 
 
+def extra_buffers() -> bool | None:
+    """``OLLAMA_NB_EXTRA_BUFFERS``: True/False forces llama.cpp's CPU extra buffer types (AMX,
+    repacked weights) on or off; unset (or ``auto``) lets the CPU probe decide (``runtime.probe``)."""
+    value = _env("OLLAMA_NB_EXTRA_BUFFERS").lower()
+    if value in {"1", "true", "yes", "on", "t"}:
+        return True
+    if value in {"0", "false", "no", "off", "f"}:
+        return False
+    return None
+
+
+def cache_dir() -> Path:
+    """Where ollama_nb keeps what it measured about this machine: ``$XDG_CACHE_HOME/ollama_nb``
+    or ``~/.cache/ollama_nb``. Nothing in it is a model; deleting it only costs a re-measure."""
+    value = _env("XDG_CACHE_HOME")
+    return (Path(value).expanduser() if value else Path.home() / ".cache") / "ollama_nb"
+
+
 def max_queue() -> int:
     value = _env("OLLAMA_MAX_QUEUE")
     return int(value) if value.isdigit() and int(value) > 0 else 512

@@ -99,6 +99,19 @@ class MissingPackage(OllamaNbError):
     status = 404
 
 
+class BuildDoesNotFitCpu(OllamaNbError):
+    """The installed llama.cpp was compiled for instructions this CPU lacks: the CPU probe saw it
+    crash even without extra buffer types, so a load is refused rather than allowed to kill the
+    kernel. The hint says how to rebuild it for this machine."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"the installed llama.cpp crashes on this CPU ({why})",
+            hint="it was compiled for another CPU; rebuild it here with `pip install --force-reinstall "
+            "--no-cache-dir --no-deps llama-cpp-python`, or set OLLAMA_NB_EXTRA_BUFFERS=0 to try anyway",
+        )
+
+
 class ServerBusy(OllamaNbError):
     status = 503
 

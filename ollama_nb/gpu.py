@@ -1,7 +1,6 @@
-"""CPU threads and GPU offload, chosen the way Ollama chooses them.
+"""GPU offload, chosen the way Ollama chooses it.
 
-Threads: one per physical core (llama-cpp-python's default is half the logical CPUs, which is
-one thread on a 2-core machine). GPU layers: ``num_gpu`` when given (0 = CPU), otherwise as
+GPU layers: ``num_gpu`` when given (0 = CPU), otherwise as
 many layers as fit in free VRAM (minus ``OLLAMA_GPU_OVERHEAD``) when the llama.cpp build can
 offload, none when it cannot or ``OLLAMA_LLM_LIBRARY=cpu``. Free VRAM comes from ``nvidia-smi``,
 which honours ``CUDA_VISIBLE_DEVICES`` like llama.cpp does.
@@ -9,7 +8,6 @@ which honours ``CUDA_VISIBLE_DEVICES`` like llama.cpp does.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -24,30 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ollama_nb.gpu")
 COMPUTE_MARGIN = 1 << 30  # llama.cpp's own fit margin for compute buffers
-
-
-@functools.lru_cache(maxsize=1)
-def physical_cores() -> int:
-    """Distinct (socket, core) pairs in /proc/cpuinfo; the CPU count where that is unavailable."""
-    try:
-        pairs, phys, core = set(), None, None
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    phys = value.strip()
-                elif key == "core id":
-                    core = value.strip()
-                elif not key and phys is not None and core is not None:
-                    pairs.add((phys, core))
-                    phys = core = None
-        if phys is not None and core is not None:
-            pairs.add((phys, core))
-        usable = len(os.sched_getaffinity(0))
-        return max(1, min(len(pairs) or usable, usable))
-    except OSError:
-        return max(1, os.cpu_count() or 1)
 
 
 def free_vram_bytes() -> list[int]:

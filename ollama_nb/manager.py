@@ -196,13 +196,14 @@ class ModelManager:
 
     def load_params(self, spec: ModelSpec, options: dict[str, Any]) -> LoadParams:
         """Ollama's load-time defaults: num_ctx 4096 (capped at the trained context), batch 512,
-        one thread per physical core, GPU layers chosen from free VRAM when the build can offload."""
+        GPU layers chosen from free VRAM when the build can offload; threads follow the cores
+        other work leaves free (``runtime.threads``) unless num_thread fixes them."""
         info = spec.gguf
         n_train = (info.context_length if info else None) or 0
         num_ctx = int(options.get("num_ctx") or config.context_length_default())
         if n_train:
             num_ctx = min(num_ctx, n_train)
-        num_thread = int(options.get("num_thread") or 0) or gpu.physical_cores()
+        num_thread = max(0, int(options.get("num_thread") or 0))  # 0: the runtime follows the machine
         fa = config.flash_attention()
         flash = True if fa is None else fa  # unset is Ollama's "auto": on wherever llama.cpp has it
         return LoadParams(

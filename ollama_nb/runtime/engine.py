@@ -23,47 +23,62 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import CorruptModel, InvalidRequest, OllamaNbError
+from . import extra_buffers
 from .jobs import GenerationRequest, LoadParams
 from .library import lib
 from .memory import mapped_ranges, release_zero_pages
 from .sequence import SequenceState, common_prefix
+from .threads import ThreadGovernor
 
 log = logging.getLogger("ollama_nb.runtime")
 
 
-_context_params_lock = threading.Lock()
+_default_params_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _sequences_per_context(n_seq: int) -> Iterator[None]:
-    """Let the next ``Llama(...)`` create a context with ``n_seq`` sequences.
+def _llama_defaults(n_seq: int, use_extra_buffers: bool) -> Iterator[None]:
+    """Let the next ``Llama(...)`` create a context with ``n_seq`` sequences, and load its weights
+    with or without the CPU's extra buffer types.
 
-    ``Llama`` exposes no ``n_seq_max`` (it only raises it for embeddings), but it starts from
-    ``llama_context_default_params()`` and never touches that field otherwise, so for the
-    duration of one construction the defaults it reads carry our value. The KV cache is unified
-    (one pool of ``num_ctx * n_seq`` cells): with separate per-sequence streams a batch of four
-    tokens cost four times one on this CPU, unified it decodes 1.25x more tokens per second
-    (bench/results/server.md).
+    ``Llama`` exposes neither ``n_seq_max`` (it only raises it for embeddings) nor
+    ``use_extra_bufts``, but it starts from ``llama_context_default_params()`` and
+    ``llama_model_default_params()`` and never touches those fields, so for the duration of one
+    construction the defaults it reads carry our values. The KV cache is unified (one pool of
+    ``num_ctx * n_seq`` cells): with separate per-sequence streams a batch of four tokens cost
+    four times one on this CPU, unified it decodes 1.25x more tokens per second
+    (bench/results/server.md). Extra buffer types are off where the CPU probe saw them crash
+    (``runtime.extra_buffers``).
     """
-    if n_seq <= 1:
+    if n_seq <= 1 and use_extra_buffers:
         yield
         return
     import llama_cpp.llama as llama_module
 
-    with _context_params_lock:
-        original = llama_module.llama_cpp.llama_context_default_params
+    bindings = llama_module.llama_cpp
+    with _default_params_lock:
+        context_defaults = bindings.llama_context_default_params
+        model_defaults = bindings.llama_model_default_params
 
         def with_sequences() -> Any:
-            params = original()
-            params.n_seq_max = n_seq
-            params.kv_unified = True
+            params = context_defaults()
+            if n_seq > 1:
+                params.n_seq_max = n_seq
+                params.kv_unified = True
             return params
 
-        llama_module.llama_cpp.llama_context_default_params = with_sequences
+        def with_buffers() -> Any:
+            params = model_defaults()
+            params.use_extra_bufts = use_extra_buffers
+            return params
+
+        bindings.llama_context_default_params = with_sequences
+        bindings.llama_model_default_params = with_buffers
         try:
             yield
         finally:
-            llama_module.llama_cpp.llama_context_default_params = original
+            bindings.llama_context_default_params = context_defaults
+            bindings.llama_model_default_params = model_defaults
 
 
 class Engine:
@@ -72,14 +87,25 @@ class Engine:
     def __init__(self, model_path: str, params: LoadParams) -> None:
         lc = lib()
         self.model_path = model_path
+        if params.extra_buffers is None:
+            decision = extra_buffers.decide()
+            extra_buffers.check_loadable(decision)
+            params = dataclasses.replace(params, extra_buffers=decision.enabled)
         self.params = params
+        # Threads: a fixed num_thread, or a governor that follows the machine (runtime.threads);
+        # its first measurement spans the load.
+        self.governor = ThreadGovernor() if params.num_thread <= 0 else None
+        if self.governor is not None:
+            self.governor.begin()
+            params = dataclasses.replace(params, num_thread=self.governor.cores)
         started = time.perf_counter_ns()
         parallel = 1 if params.embedding else max(1, params.num_parallel)
         mapped_before = mapped_ranges() if params.lazy_memory else []
         try:
-            self._llm, self.params = self._create(model_path, params, parallel)
+            self._llm, loaded = self._create(model_path, params, parallel)
         except (ValueError, RuntimeError, OSError) as exc:
             raise CorruptModel(model_path, f"llama.cpp could not load it ({exc})") from exc
+        self.params = dataclasses.replace(loaded, num_thread=self.params.num_thread)
         for extra in params.adapters[1:]:
             self._add_adapter(extra)
         self.load_duration_ns = time.perf_counter_ns() - started
@@ -110,6 +136,15 @@ class Engine:
         self.closed = False
         self.released_bytes = release_zero_pages(mapped_before)
         log.debug("released %d MiB of zeroed buffers", self.released_bytes >> 20)
+        self.threads = params.num_thread
+        if self.governor is not None:
+            self._use_threads(self.governor.settle())
+
+    def _use_threads(self, n: int) -> None:
+        """Compute the next decode steps with ``n`` threads (prompt batches too)."""
+        if n != self.threads:
+            lib().llama_set_n_threads(self._ctx, n, n)
+            self.threads = n
 
     @classmethod
     def _create(cls, model_path: str, params: LoadParams, parallel: int) -> tuple[Any, LoadParams]:
@@ -117,14 +152,14 @@ class Engine:
         cannot have it (Ollama's rule: the setting is a wish, never a reason to fail a load).
         Returns the ``Llama`` and the parameters it really got."""
         try:
-            with _sequences_per_context(parallel):
+            with _llama_defaults(parallel, params.extra_buffers is not False):
                 return cls._load(model_path, params, parallel), params
         except (ValueError, RuntimeError) as exc:
             if not params.flash_attention:
                 raise
             log.warning("%s: no context with flash attention (%s); loading without it", model_path, exc)
         plain = dataclasses.replace(params, flash_attention=False, kv_cache_type=1)
-        with _sequences_per_context(parallel):
+        with _llama_defaults(parallel, plain.extra_buffers is not False):
             return cls._load(model_path, plain, parallel), plain
 
     @staticmethod
@@ -292,6 +327,9 @@ class Engine:
         together, which is where the throughput gain comes from.
         """
         active: list[SequenceState] = []
+        governor = self.governor
+        if governor is not None:
+            governor.begin()
         try:
             while True:
                 busy = {s.seq for s in active}
@@ -309,7 +347,11 @@ class Engine:
                         s.finish("cancel")
                 active = [s for s in active if not s.finished]
                 if active:
+                    if governor is not None:
+                        self._use_threads(governor.before_step())
                     self._step(active)
+                    if governor is not None:
+                        governor.after_step(self.threads)
                     active = [s for s in active if not s.finished]
         except BaseException as exc:
             self._forget_cache()  # an interrupted decode leaves the KV in an unknown state

@@ -19,7 +19,7 @@ class LoadParams:
     num_batch: int = 512
     num_gpu_layers: int = 0
     main_gpu: int = 0
-    num_thread: int = 2
+    num_thread: int = 0  # 0: follow the machine (runtime.threads); any other value is fixed
     use_mmap: bool = True
     flash_attention: bool = False
     kv_cache_type: int = 1  # ggml type of the K and V cache: 1 f16, 8 q8_0, 2 q4_0
@@ -27,6 +27,7 @@ class LoadParams:
     embedding: bool = False
     num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
     lazy_memory: bool = True  # release the zeroed KV cache until tokens fill it (runtime.memory)
+    extra_buffers: bool | None = None  # CPU extra buffer types (AMX, repacking); None: the probe decides
 
 
 @dataclass

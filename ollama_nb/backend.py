@@ -25,6 +25,7 @@ from .throttle import DEFAULT_INTERVAL, Throttle
 if TYPE_CHECKING:
     from .api.types import (
         EmbedResponse,
+        InfoResponse,
         ListResponse,
         ProcessResponse,
         ProgressResponse,
@@ -41,6 +42,8 @@ class Backend(Protocol):
     def show(self, name: str, *, verbose: bool = False) -> ShowResponse: ...
 
     def ps(self) -> ProcessResponse: ...
+
+    def info(self) -> InfoResponse: ...
 
     def pull(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]: ...
 

@@ -312,6 +312,17 @@ def _repl(manager: ModelManager, args: argparse.Namespace, options: dict[str, An
             _verbose_stats(final)
 
 
+def cmd_info(args: argparse.Namespace) -> None:
+    """What the runtime does here: build, devices, CPU probe, threads (``--json``: /api/info's body)."""
+    info = _manager().info()
+    if args.json:
+        print(info.model_dump_json(indent=2))
+        return
+    from .info import format_info
+
+    sys.stdout.write(format_info(info))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """``ollama serve``: Ollama's API in the foreground on OLLAMA_HOST (127.0.0.1:11434) until
     SIGINT/SIGTERM; the store, keep-alive, queue and CORS settings come from the same OLLAMA_*
@@ -398,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="Stop a running model")
     p.add_argument("model")
     p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("info", help="Show the runtime: llama.cpp build, devices, CPU probe, threads")
+    p.add_argument("--json", action="store_true", help="Print the JSON that GET /api/info returns")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("serve", aliases=["start"], help="Start ollama-nb (Ollama's API on OLLAMA_HOST)")
     p.set_defaults(func=cmd_serve)

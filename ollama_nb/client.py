@@ -25,6 +25,7 @@ from .api.types import (
     EmbedResponse,
     GenerateRequest,
     GenerateResponse,
+    InfoResponse,
     ListResponse,
     ProcessResponse,
     ProgressResponse,
@@ -34,6 +35,7 @@ from .errors import (
     Forbidden,
     InvalidRequest,
     ModelNotFound,
+    NotSupported,
     OllamaNbError,
     ServerBusy,
     Unauthorized,
@@ -213,6 +215,16 @@ class Client:
 
     def ps(self) -> ProcessResponse:
         return ProcessResponse.model_validate(self._call("GET", "/api/ps") or {})
+
+    def info(self) -> InfoResponse:
+        """The server's runtime (``GET /api/info``, which only ollama_nb servers have)."""
+        try:
+            return InfoResponse.model_validate(self._call("GET", "/api/info") or {})
+        except OllamaNbError as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+            raise NotSupported(f"{self.url} does not report its runtime (/api/info is ollama_nb's; "
+                               "a plain Ollama has none)") from None
 
     def pull(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
         body = {"model": name, "insecure": insecure, "stream": True}

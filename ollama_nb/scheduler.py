@@ -42,6 +42,8 @@ class RunnerInfo:
     context_length: int
     expires_at: dt.datetime
     details: Any = None
+    runtime: LoadParams | None = None  # what the engine really got (after fallbacks)
+    threads: int = 0  # the threads it computes with now
 
 
 @dataclass(eq=False)
@@ -293,6 +295,8 @@ class Scheduler:
                     context_length=r.params.num_ctx,
                     expires_at=r.expires_at,
                     details=r.details,
+                    runtime=r.engine.params if r.engine else None,
+                    threads=r.engine.threads if r.engine else 0,
                 )
                 for r in self._runners.values()
                 if r.ready.is_set() and r.load_error is None

@@ -289,6 +289,9 @@ def test_06_embeddings_search(run_notebook: Any) -> None:
 def test_07_performance(run_notebook: Any) -> None:
     with run_notebook("07-performance.ipynb") as run:
         assert "tokens_per_second" in run.result("check-metrics")["text/html"]
+        info = run.stdout("check-info")
+        assert "  Extra buffer types\n" in info and "    num_thread          automatic: " in info
+        assert "llama-cpp-python" in info
         facts = run.probe(
             "import json\n"
             "print(json.dumps({'rows': len(metrics), 'endpoints': sorted(set(metrics['endpoint'])),\n"

@@ -336,6 +336,73 @@ class DetokenizeResponse(ApiModel):
     content: str = ""
 
 
+# ---- /api/info (beyond Ollama): what the runtime is doing on this machine ----------------------
+
+
+class DeviceInfo(ApiModel):
+    name: str
+    description: str = ""
+    type: str  # cpu, gpu, igpu, accel
+    memory_free: int = 0
+    memory_total: int = 0
+
+
+class CpuInfo(ApiModel):
+    model: str = ""
+    cores: int  # physical cores this process may use, within its cgroup quota
+    logical_cpus: int
+    cpu_quota: float | None = None  # the cgroup's CPU limit in cores, when there is one
+    features: list[str] = Field(default_factory=list)  # instruction sets compiled into llama.cpp
+    features_missing: list[str] = Field(default_factory=list)  # compiled in, absent on this CPU
+    build_options: list[str] = Field(default_factory=list)  # OPENMP, REPACK, LLAMAFILE, ...
+
+
+class ExtraBuffersInfo(ApiModel):
+    """llama.cpp's CPU extra buffer types (AMX, repacked weights) and the probe's verdict."""
+
+    enabled: bool
+    source: str  # OLLAMA_NB_EXTRA_BUFFERS, probe, cache
+    verdict: str
+    detail: str = ""
+    types: list[str] = Field(default_factory=list)
+
+
+class ThreadsInfo(ApiModel):
+    setting: str  # "automatic" (num_thread unset): the count follows the free cores
+    threads: int  # what a model loaded now would compute with
+    cores: int
+    busy_elsewhere: float  # CPUs' worth of time other work took while it was measured
+
+
+class LoadedRuntime(ApiModel):
+    """How one loaded model really runs (after every fallback)."""
+
+    name: str
+    threads: int
+    automatic_threads: bool
+    extra_buffers: bool
+    flash_attention: bool
+    kv_cache_type: str
+    gpu_layers: int
+    parallel: int
+
+
+class InfoResponse(ApiModel):
+    version: str  # ollama_nb's
+    api_version: str  # the Ollama API version /api/version reports
+    library: str  # e.g. "llama-cpp-python 0.3.36"
+    system_info: str  # llama.cpp's own line
+    backends: list[str] = Field(default_factory=list)
+    devices: list[DeviceInfo] = Field(default_factory=list)
+    gpu_offload: bool = False  # the build can offload to a GPU
+    cpu: CpuInfo
+    extra_buffers: ExtraBuffersInfo
+    threads: ThreadsInfo
+    flash_attention: str  # "auto" (OLLAMA_FLASH_ATTENTION unset), "on" or "off"
+    kv_cache_type: str
+    loaded: list[LoadedRuntime] = Field(default_factory=list)
+
+
 # ---- OpenAI-compatible API -------------------------------------------------------------------
 #
 # The ``/v1`` shapes, as Ollama's ``openai/openai.go`` writes them. Requests are decoded leniently

@@ -63,6 +63,12 @@ def cmd_ps(m: OllamaMagics, args: Any, cell: str | None) -> Any:
     return loaded_table(m.backend.ps())
 
 
+def cmd_info(m: OllamaMagics, args: Any, cell: str | None) -> None:
+    from ..info import format_info
+
+    print(format_info(m.backend.info()), end="")
+
+
 def show_text(info: ShowResponse, args: Any) -> str:
     """``ollama show`` output: one section, or the overview."""
     for flag in ("modelfile", "parameters", "template", "system", "license"):
@@ -236,6 +242,7 @@ COMMANDS: dict[str, Callable[[Any, Any, str | None], Any]] = {
     "list": cmd_list,
     "ls": cmd_list,
     "ps": cmd_ps,
+    "info": cmd_info,
     "show": cmd_show,
     "rm": cmd_rm,
     "cp": cmd_cp,

@@ -126,6 +126,7 @@ def ollama_parser() -> Parser:
 
     sub.add_parser("list", aliases=["ls"], help="List models (a DataFrame)")
     sub.add_parser("ps", help="List running models (a DataFrame)")
+    sub.add_parser("info", help="Show the runtime: llama.cpp build, devices, CPU probe, threads")
 
     s = sub.add_parser("show", help="Show information for a model")
     s.add_argument("model")

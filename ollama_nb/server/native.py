@@ -302,6 +302,11 @@ async def ps(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(_manager(request).ps))
 
 
+async def info(request: web.Request) -> web.Response:
+    """Beyond Ollama: the runtime's build, devices, CPU probe verdict and threads (``ollama-nb info``)."""
+    return json_response(await asyncio.to_thread(_manager(request).info))
+
+
 async def show(request: web.Request) -> web.Response:
     req = await decode(request, ShowRequest)
     name = req.model or req.name
@@ -473,6 +478,7 @@ def setup_native(app: web.Application) -> None:
     r.add_post("/api/copy", copy)
     r.add_delete("/api/delete", delete)
     r.add_get("/api/ps", ps, allow_head=False)
+    r.add_get("/api/info", info, allow_head=False)
     r.add_post("/api/tokenize", tokenize)
     r.add_post("/api/detokenize", detokenize)
 

@@ -159,15 +159,13 @@ def reset() -> None:
 
 
 def _announce(decision: ExtraBuffersDecision) -> None:
-    """One line where the machine made us give something up or the probe could not tell."""
+    """One line where the machine made us give something up or the probe could not tell (a
+    build that does not fit the CPU says so in the error every load raises instead)."""
     if decision.verdict in (EXTRA_FAULT, MISMATCH):
         log.warning(
             "llama.cpp's CPU extra buffer types (AMX, repacked weights) %s on this machine (%s); "
             "loading models without them. %s=1 forces them on.",
             "crash" if decision.verdict == EXTRA_FAULT else "compute wrong results", decision.detail, OVERRIDE)
-    elif decision.verdict == BUILD_FAULT:
-        error = BuildDoesNotFitCpu(decision.detail)
-        log.warning("%s; models will not load (%s)", error, error.hint)
     elif decision.verdict == PROBE_ERROR:
         log.warning("CPU probe inconclusive (%s); models load with llama.cpp's defaults", decision.detail)
 

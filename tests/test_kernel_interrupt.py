@@ -49,20 +49,23 @@ PROMPT = "Write a long story about a dragon who learns to fly. Describe every ch
 DISPLAYS = ("display_data", "update_display_data")
 
 # Kernel code for ``showing``: after the second non-empty update of a display, sleep in the
-# publisher until the interrupt raises KeyboardInterrupt in the sleep (60 s at most).
+# publisher until the interrupt raises KeyboardInterrupt in the sleep (60 s at most). Updates
+# are counted before they are sent: the test interrupts as soon as it receives the second one,
+# and on a busy machine the signal can be handled before the line after the send has run.
 HOLD_IN_PUBLISHER = """
 import time as _time
 _pub = get_ipython().display_pub
 _publish, _updates = _pub.publish, []
 def _held_publish(*args, **kwargs):
-    _publish(*args, **kwargs)
     text = (kwargs.get("data") or {}).get("text/plain", "")
-    if kwargs.get("update") and text.strip() and not kwargs.get("metadata"):
-        _updates.append(text)
-        if len(_updates) == 2:
-            deadline = _time.monotonic() + 60
-            while _time.monotonic() < deadline:
-                _time.sleep(0.01)
+    counted = kwargs.get("update") and text.strip() and not kwargs.get("metadata")
+    if counted:
+        _updates.append(text)  # before sending: the signal may come the moment it is sent
+    _publish(*args, **kwargs)
+    if counted and len(_updates) == 2:
+        deadline = _time.monotonic() + 60
+        while _time.monotonic() < deadline:
+            _time.sleep(0.01)
 _pub.publish = _held_publish
 """
 

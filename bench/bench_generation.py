@@ -79,7 +79,7 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("OLLAMA_MODELS", tempfile.mkdtemp(prefix="bench-models-"))
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
     from ollama_nb.runtime import system_info
     from ollama_nb.runtime.threads import usable_cores
 

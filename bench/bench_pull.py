@@ -69,8 +69,8 @@ def fresh_models_dir(base: Path) -> Path:
 
 def ours(name: str, digest: str, base: Path, part_size: int = 0) -> dict[str, float]:
     """A full pull; total seconds, and when the last byte of the model blob arrived."""
+    from ollama_nb.models.store import Store
     from ollama_nb.registry import pull_model
-    from ollama_nb.store import Store
 
     os.environ["OLLAMA_NB_PULL_PART_SIZE"] = str(part_size)
     d = fresh_models_dir(base)
@@ -115,8 +115,8 @@ def single_stream(url: str, base: Path, size: int, *, hash_it: bool) -> float:
 
 def interrupted_then_resumed(name: str, digest: str, size: int, base: Path) -> tuple[float, int]:
     """Abandon a pull at 50% of the model blob, then time the pull that finishes it."""
+    from ollama_nb.models.store import Store
     from ollama_nb.registry import pull_model
-    from ollama_nb.store import Store
 
     d = fresh_models_dir(base)
     events = pull_model(Store(), name, insecure=True)
@@ -147,9 +147,9 @@ def main() -> None:
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         os.environ.pop(var, None)
+    from ollama_nb.models.store import Store
     from ollama_nb.registry import pull_model
     from ollama_nb.registry.settings import PullSettings
-    from ollama_nb.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="bench-pull-"))
     source = Store(base / "source")

@@ -269,7 +269,7 @@ def main() -> None:
 
     models = tempfile.mkdtemp(prefix="bench-server-models-")
     os.environ["OLLAMA_MODELS"] = models
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
     from ollama_nb.runtime import system_info
     from ollama_nb.runtime.threads import usable_cores
 

@@ -8,7 +8,7 @@ from typing import Any
 def in_fresh_thread(fn: Any, *args: Any) -> Any:
     """Run ``fn`` on a thread that then exits. llama.cpp's OpenMP helpers belong to the thread
     that decoded; a pool left on this process's main thread would make libgomp throttle the
-    spinning of every later decode (see ollama_nb/worker.py) and slow the other side down."""
+    spinning of every later decode (see ollama_nb/serving/worker.py) and slow the other side down."""
     import threading
 
     box: dict[str, Any] = {}

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .base.version import __version__
 
 if TYPE_CHECKING:
-    from .errors import OllamaNbError
-    from .manager import ModelManager
-    from .notebook_api import chat, compare, embed, generate
+    from .base.errors import OllamaNbError
+    from .manager.core import ModelManager
+    from .notebook.functions import chat, compare, embed, generate
     from .server.lifecycle import serve
 
 __all__ = [
@@ -32,46 +32,48 @@ __all__ = [
 
 _NOTEBOOK_API = frozenset({"chat", "generate", "embed", "compare"})
 
-_default_manager: Any = None
-
-
 def default_manager() -> ModelManager:
     """The process-wide manager that the CLI, magics and widgets share."""
-    global _default_manager
-    if _default_manager is None:
-        from .manager import ModelManager
+    from .manager.default import default_manager as shared
 
-        _default_manager = ModelManager()
-    return _default_manager
+    return shared()
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext ollama_nb``: the ``%ollama``, ``%%chat`` and ``%%generate`` magics."""
-    from .magics import load_ipython_extension as load
+    from .notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext ollama_nb``: stops a server started by ``%ollama serve``, nothing else."""
-    from .magics import unload_ipython_extension as unload
+    from .notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)
 
 
 def __getattr__(name: str) -> Any:
     if name in _NOTEBOOK_API:  # ollama_nb.chat(...), .generate, .embed, .compare
-        from . import notebook_api
+        from .notebook import functions as notebook_api
 
         return getattr(notebook_api, name)
     if name == "ModelManager":
-        from .manager import ModelManager
+        from .manager.core import ModelManager
 
         return ModelManager
     if name == "OllamaNbError":
-        from .errors import OllamaNbError
+        from .base.errors import OllamaNbError
 
         return OllamaNbError
+    if name == "plots":  # ollama_nb.plots.figure(...): matplotlib loads only when asked for
+        from .observe import plots
+
+        return plots
+    if name == "widgets":
+        from .notebook import widgets
+
+        return widgets
     if name == "serve":  # the server (aiohttp) loads only when asked for
         from .server.lifecycle import serve
 

@@ -14,37 +14,11 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .base.humanize import human_bytes, human_since
+
 if TYPE_CHECKING:
     from .api.types import ProgressResponse
-    from .manager import ModelManager
-
-
-def human_bytes(n: int) -> str:
-    """Decimal units as Ollama prints them ("98 MB", "1.2 GB")."""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.1f} {unit}" if value < 10 and unit != "B" else f"{value:.0f} {unit}"
-        value /= 1000
-    return f"{n} B"
-
-
-def human_since(when: dt.datetime, now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
-    seconds = (now - when).total_seconds()
-    future = seconds < 0
-    seconds = abs(seconds)
-    if seconds < 1:
-        return "Less than a second ago" if not future else "Less than a second from now"
-    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
-                       ("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds >= size:
-            count = int(seconds // size)
-            text = f"{count} {unit}{'s' if count != 1 else ''}"
-            if count == 1:
-                text = f"About a{'n' if unit == 'hour' else ''} {unit}"
-            return f"{text} from now" if future else f"{text} ago"
-    return ""
+    from .manager.core import ModelManager
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -80,7 +54,7 @@ def show_progress(events: Iterable[ProgressResponse], out: Any = None) -> None:
 
 
 def _manager() -> ModelManager:
-    from . import default_manager
+    from .manager.default import default_manager
 
     return default_manager()
 
@@ -171,7 +145,7 @@ def cmd_cp(args: argparse.Namespace) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
-    from .errors import OllamaNbError
+    from .base.errors import OllamaNbError
 
     if not _manager().unload(args.model):
         raise OllamaNbError(f"couldn't find model \"{args.model}\" to stop")
@@ -183,10 +157,10 @@ def cmd_create(args: argparse.Namespace) -> None:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as exc:
-        from .errors import InvalidRequest
+        from .base.errors import InvalidRequest
 
         raise InvalidRequest(f"open {path}: {exc.strerror.lower() if exc.strerror else exc}") from None
-    from .modelfile import parse_modelfile  # validate before anything is written
+    from .models.modelfile import parse_modelfile  # validate before anything is written
 
     text = raw.decode("utf-8-sig", errors="replace")
     parse_modelfile(text)
@@ -249,14 +223,14 @@ def _read_turn(stdin: Any, interactive: bool) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .errors import ModelNotFound
+    from .base.errors import ModelNotFound
 
     manager = _manager()
     options: dict[str, Any] = {}
     try:
         manager.spec(args.model)
     except ModelNotFound:
-        from .refs import ModelRef
+        from .base.refs import ModelRef
         from .registry.bundled import find_bundled
 
         if find_bundled(ModelRef.parse(args.model)) is None:
@@ -318,7 +292,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     if args.json:
         print(info.model_dump_json(indent=2))
         return
-    from .info import format_info
+    from .manager.info import format_info
 
     sys.stdout.write(format_info(info))
 
@@ -331,7 +305,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import signal
     import threading
 
-    from . import __version__, config
+    from .base import config
+    from .base.version import __version__
     from .server.lifecycle import serve
 
     handler = logging.StreamHandler(sys.stderr)
@@ -420,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import __version__, config
-    from .errors import OllamaNbError
+    from .base import config
+    from .base.errors import OllamaNbError
+    from .base.version import __version__
 
     config.configure_logging()
     parser = build_parser()
@@ -444,10 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     finally:
-        from . import _default_manager
+        from .manager.default import close_default
 
-        if _default_manager is not None:
-            _default_manager.close()
+        close_default()
     return 0
 
 

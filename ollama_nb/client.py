@@ -1,11 +1,11 @@
 """A small synchronous client for an Ollama-compatible server (real Ollama or ollama_nb's own).
 
 It has the method names and return types of :class:`~ollama_nb.manager.ModelManager` that the
-notebook faces use (see :class:`~ollama_nb.backend.Backend`), so ``%ollama connect URL`` can swap
+notebook faces use (see :class:`~ollama_nb.notebook.connection.Backend`), so ``%ollama connect URL`` can swap
 one for the other without the magics or widgets noticing. Only the standard library is used
 (``http.client``): streamed replies are read as NDJSON lines, one pydantic object per line, and
 closing a stream closes the connection, which is how Ollama learns to stop generating. Errors
-come back as :class:`~ollama_nb.errors.OllamaNbError` subclasses carrying the server's own text.
+come back as :class:`~ollama_nb.base.errors.OllamaNbError` subclasses carrying the server's own text.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .api.types import (
     ProgressResponse,
     ShowResponse,
 )
-from .errors import (
+from .base.errors import (
     Forbidden,
     InvalidRequest,
     ModelNotFound,
@@ -119,7 +119,7 @@ class Client:
         self.timeout = timeout
         self.headers = {"Accept": "application/json", "User-Agent": "ollama_nb-client", **(headers or {})}
         if api_key is None:
-            from . import config
+            from .base import config
 
             api_key = config.api_key()
         if api_key:
@@ -240,7 +240,7 @@ class Client:
                quantize: str | None = None) -> Iterator[ProgressResponse]:
         """Parse the Modelfile here, upload the local files it names (as ``ollama create``
         does), then let the server build the model; yields the server's progress."""
-        from .modelfile import (
+        from .models.modelfile import (
             collect_files,
             expand_path,
             file_digest,
@@ -304,7 +304,7 @@ class Client:
 
     def unload(self, name: str) -> bool:
         """Unload now (``keep_alive: 0``); False when the model was not loaded."""
-        from .refs import ModelRef
+        from .base.refs import ModelRef
 
         want = ModelRef.parse(name).fold_key()
         loaded = any(ModelRef.parse(m.model or m.name).fold_key() == want for m in self.ps().models)

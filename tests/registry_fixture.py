@@ -152,7 +152,7 @@ class RegistryFixture:
     def add_store_model(self, store_root: Path, source: str, name: str, tag: str = "latest") -> bytes:
         """Serve a model of a local store (e.g. the bundled smollm2) under a new name; the blob
         files are read in place."""
-        from ollama_nb.store import Store
+        from ollama_nb.models.store import Store
 
         store = Store(store_root)
         manifest = store.read_manifest(source)

@@ -48,9 +48,9 @@ class Live:
 @pytest.fixture(scope="module", name="live")
 def live_server(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One server per test module, on a free loopback port, over a view of the shared store."""
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
     from ollama_nb.server.lifecycle import serve
-    from ollama_nb.store import Store
 
     root = store_view(shared_models, tmp_path_factory.mktemp("server-store"))
     manager = ModelManager(Store(root))

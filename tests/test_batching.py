@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from ollama_nb.manager import ModelManager
-from ollama_nb.store import Store
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
 
 from .conftest import SMOLLM
 

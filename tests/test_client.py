@@ -15,8 +15,8 @@ from ollama_nb.api.types import (
     ListResponse,
     ShowResponse,
 )
+from ollama_nb.base.errors import InvalidRequest, ModelNotFound, OllamaNbError
 from ollama_nb.client import Client, parse_host
-from ollama_nb.errors import InvalidRequest, ModelNotFound, OllamaNbError
 
 from .conftest import GEMMA, SMOLLM, model_file
 from .server_fixtures import live_server  # noqa: F401  (the `live` fixture)
@@ -124,9 +124,9 @@ def test_copy_create_delete_load_unload(api: Client, live: Any) -> None:
 def test_pull_and_create_from_an_uploaded_gguf(tmp_path: Path) -> None:
     """An empty server: pull a bundled model, then create one from a local GGUF, whose bytes
     the client uploads as a blob first (as ``ollama create`` does)."""
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
     from ollama_nb.server.lifecycle import serve
-    from ollama_nb.store import Store
 
     manager = ModelManager(Store(tmp_path / "empty"))
     with serve(manager, "127.0.0.1", 0) as server:
@@ -150,7 +150,7 @@ def test_pull_and_create_from_an_uploaded_gguf(tmp_path: Path) -> None:
 
 def test_connect_switches_the_notebook_api_to_the_server(live: Any) -> None:
     import ollama_nb
-    from ollama_nb import backend
+    from ollama_nb.notebook import connection as backend
 
     backend.connect(live.url)
     try:

@@ -279,7 +279,7 @@ def test_a_good_verdict_keeps_the_fast_path(fresh_decision: Path, manager: objec
 
 def test_a_build_that_does_not_fit_the_cpu_refuses_to_load(fresh_decision: Path, manager: object) -> None:
     """Rather than let the kernel die: one clear error, the model not loaded, the store intact."""
-    from ollama_nb.errors import BuildDoesNotFitCpu
+    from ollama_nb.base.errors import BuildDoesNotFitCpu
 
     extra_buffers.store(extra_buffers.fingerprint(), ProbeReport(BUILD_FAULT, "SIGILL even with extra buffer types off"))
     before = [m.name for m in manager.list().models]

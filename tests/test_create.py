@@ -13,14 +13,15 @@ import gguf
 import numpy as np
 import pytest
 
-from .conftest import SMOLLM, model_file
-from ollama_nb import manifest as mf
 from ollama_nb.api.types import Message
-from ollama_nb.errors import CorruptModel, InvalidRequest, ModelfileError, ModelNotFound
-from ollama_nb.gguf_meta import read_gguf_info
-from ollama_nb.manager import ModelManager
-from ollama_nb.prompting import conversation, render_chat
-from ollama_nb.store import Store
+from ollama_nb.base.errors import CorruptModel, InvalidRequest, ModelfileError, ModelNotFound
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models import manifest as mf
+from ollama_nb.models.gguf_meta import read_gguf_info
+from ollama_nb.models.store import Store
+from ollama_nb.prompt.building import conversation, render_chat
+
+from .conftest import SMOLLM, model_file
 
 CHATML = (
     "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"

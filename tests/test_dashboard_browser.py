@@ -59,9 +59,9 @@ pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Ch
 def server(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A server over a fresh manager (so the dashboard starts empty) that also answers the
     hub's Host name, as a JupyterHub user would configure it."""
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
     from ollama_nb.server.lifecycle import serve
-    from ollama_nb.store import Store
 
     manager = ModelManager(Store(store_view(shared_models, tmp_path_factory.mktemp("browser-store"))))
     previous = os.environ.get("OLLAMA_NB_ALLOWED_HOSTS")

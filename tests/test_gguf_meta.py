@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ollama_nb import gguf_meta
-from ollama_nb.errors import CorruptModel
-from ollama_nb.gguf_meta import (
+from ollama_nb.base.errors import CorruptModel
+from ollama_nb.models import gguf_meta
+from ollama_nb.models.gguf_meta import (
     file_type_name,
     human_number,
     is_gguf,

@@ -1,4 +1,4 @@
-"""Tests for the Go text/template renderer and Ollama's prompt rules (ollama_nb.gotemplate).
+"""Tests for the Go text/template renderer and Ollama's prompt rules (ollama_nb.prompt.gotemplate).
 
 Expected strings are written out by hand from Go template semantics and Ollama's golden files
 (template/testdata/<name>.gotmpl/*), never captured from this renderer.
@@ -10,8 +10,8 @@ import datetime as dt
 
 import pytest
 
-from ollama_nb.errors import InvalidRequest, ModelfileError
-from ollama_nb.gotemplate import (
+from ollama_nb.base.errors import InvalidRequest, ModelfileError
+from ollama_nb.prompt.gotemplate import (
     GoTemplate,
     TemplateError,
     references_messages,

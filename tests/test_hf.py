@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from ollama_nb.errors import NotSupported, RegistryError, RegistryUnauthorized, RegistryUnreachable
-from ollama_nb.manifest import MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS, MEDIA_TYPE_SYSTEM
+from ollama_nb.base.errors import (
+    NotSupported,
+    RegistryError,
+    RegistryUnauthorized,
+    RegistryUnreachable,
+)
+from ollama_nb.models.manifest import MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS, MEDIA_TYPE_SYSTEM
+from ollama_nb.models.store import Store
 from ollama_nb.registry import pull_model
 from ollama_nb.registry.hf import choose_gguf, quant_of
-from ollama_nb.store import Store
 
 from .conftest import SMOLLM
 from .registry_fixture import Blob, RegistryFixture, free_port
@@ -125,7 +130,7 @@ def test_pull_default_quant_from_hugging_face(hub, smol_blob):
     cdn = [r for r in hub.requests if r.path.startswith("/cdn/")]
     assert cdn and {r.host for r in cdn} == {f"localhost:{hub.port}"}
 
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
 
     shown = ModelManager(store).show("hf.co/test-org/SmolLM2-GGUF")
     assert shown.details.family == "llama" and shown.system == "You are terse."

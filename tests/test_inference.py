@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from ollama_nb.api.types import ChatRequest, GenerateRequest
-from ollama_nb.errors import InvalidRequest, InvalidModelName, ModelNotFound
+from ollama_nb.base.errors import InvalidModelName, InvalidRequest, ModelNotFound
 
 from .conftest import GEMMA, SMOLLM
 
@@ -109,8 +109,8 @@ def test_integer_bounds_are_enforced_by_the_grammar():
 
 
 def test_chat_template_is_applied(manager):
-    from ollama_nb.prompting import chat_tokens, conversation, render_chat
     from ollama_nb.api.types import Message
+    from ollama_nb.prompt.building import chat_tokens, conversation, render_chat
 
     spec = manager.spec(SMOLLM)
     runner = manager._acquire(spec, manager._options(spec, {}), 300)
@@ -136,7 +136,7 @@ def test_multi_turn_chat_reuses_the_kv_cache(manager):
     runner = manager._acquire(spec, manager._options(spec, {}), 300)
     try:
         from ollama_nb.api.types import Message
-        from ollama_nb.prompting import chat_tokens, conversation
+        from ollama_nb.prompt.building import chat_tokens, conversation
 
         full = runner.call(lambda: chat_tokens(runner.engine, spec, conversation(spec, [Message(**m) for m in history])))
     finally:

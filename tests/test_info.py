@@ -81,8 +81,8 @@ def test_a_server_without_api_info_gets_a_clear_error() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
+    from ollama_nb.base.errors import NotSupported
     from ollama_nb.client import Client
-    from ollama_nb.errors import NotSupported
 
     class NotFound(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from ollama_nb.magics.converse import Interrupted
+from ollama_nb.notebook.magics.converse import Interrupted
 
 from .conftest import SMOLLM
 

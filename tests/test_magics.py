@@ -303,8 +303,8 @@ def test_interrupt_before_the_first_token_leaves_the_session_as_it_was(
 
 
 def test_model_that_fails_to_load(shell: Any, magics: Any, tmp_path: Path, capsys: Any) -> None:
-    from ollama_nb.manager import ModelManager
-    from ollama_nb.store import Store
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
 
     broken = ModelManager(Store(tmp_path / "broken"))
     assert [e.status for e in broken.pull(SMOLLM)][-1] == "success"
@@ -327,8 +327,8 @@ def test_model_that_fails_to_load(shell: Any, magics: Any, tmp_path: Path, capsy
 
 
 def test_store_subcommands(shell: Any, magics: Any, tmp_path: Path, capsys: Any) -> None:
-    from ollama_nb.manager import ModelManager
-    from ollama_nb.store import Store
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
 
     own = ModelManager(Store(tmp_path / "own"))
     magics.use_manager(own)
@@ -375,8 +375,8 @@ def test_store_subcommands(shell: Any, magics: Any, tmp_path: Path, capsys: Any)
 
 
 def test_serve_connect_and_unload_ext(shell: Any, magics: Any, manager: Any, capsys: Any) -> None:
-    from ollama_nb import backend
     from ollama_nb.client import Client
+    from ollama_nb.notebook import connection as backend
 
     shell.run_line_magic("ollama", "serve --host 127.0.0.1 --port 0")
     server = magics.server
@@ -423,7 +423,7 @@ def test_in_a_real_kernel(models_env: Path) -> None:
         f"%%chat -m {SMOLLM} {opts(num_predict=4)} -o r\nSay hi",
         "%%chat -m nosuchmodel:1b\nhi",
         "print(r.eval_count, r.model)",
-        "from ollama_nb.widgets import ChatPanel\nChatPanel()",
+        "from ollama_nb.notebook.widgets import ChatPanel\nChatPanel()",
     )]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     chat, error, check, widget = (c.outputs for c in nb.cells[1:])

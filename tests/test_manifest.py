@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-import ollama_nb.manifest as manifest_module
-from ollama_nb.errors import InvalidDigest
-from ollama_nb.manifest import (
+import ollama_nb.models.manifest as manifest_module
+from ollama_nb.api.types import ModelDetails
+from ollama_nb.base.errors import InvalidDigest
+from ollama_nb.models.manifest import (
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_MANIFEST,
     MEDIA_TYPE_MODEL,
@@ -24,7 +25,6 @@ from ollama_nb.manifest import (
     ModelConfig,
     go_json,
 )
-from ollama_nb.api.types import ModelDetails
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "abc")
 

@@ -3,7 +3,7 @@ those zero pages back to the OS, and nothing a request can observe changes."""
 
 from __future__ import annotations
 
-from ollama_nb.manager import ModelManager
+from ollama_nb.manager.core import ModelManager
 from ollama_nb.runtime.memory import _subtract, mapped_ranges, release_zero_pages
 
 from .conftest import GEMMA, SMOLLM
@@ -15,9 +15,9 @@ LONG = "Tell me everything about lighthouses, storms and the sea. " * 12
 #: blurs the numbers) and reports what each load added to the resident anonymous memory.
 _MEASURE = """
 import dataclasses, json, sys
-from ollama_nb.manager import ModelManager
+from ollama_nb.manager.core import ModelManager
 from ollama_nb.runtime import Engine
-from ollama_nb.store import Store
+from ollama_nb.models.store import Store
 
 def resident_kib():
     with open("/proc/self/status") as status:
@@ -41,7 +41,7 @@ def test_the_zeroed_kv_cache_is_not_resident_after_loading(shared_models, manage
     import subprocess
     import sys
 
-    from ollama_nb.gpu import kv_cache_bytes
+    from ollama_nb.serving.gpu import kv_cache_bytes
 
     spec = manager.spec(SMOLLM)
     kv = kv_cache_bytes(spec, manager.load_params(spec, {}).num_ctx)

@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollama_nb.metrics import COLUMNS, MetricsRecorder
-from ollama_nb.plots import PLOT_NAMES
-from ollama_nb.records import RequestRecord
+from ollama_nb.manager.records import RequestRecord
+from ollama_nb.observe.metrics import COLUMNS, MetricsRecorder
+from ollama_nb.observe.plots import PLOT_NAMES
 
 from .conftest import SMOLLM
 from .openai_fixtures import GREEDY, HELLO, build_app, serve_in_thread
@@ -310,7 +310,7 @@ def test_ring_buffer_is_bounded_but_counters_keep_counting():
 
 
 def test_plots_render_with_and_without_data():
-    from ollama_nb.plots import figure, render_png
+    from ollama_nb.observe.plots import figure, render_png
 
     empty = MetricsRecorder()
     assert list(empty.to_dataframe().columns) == list(COLUMNS)
@@ -330,7 +330,7 @@ def test_plot_figures_display_as_png_in_a_fresh_shell():
     # No %matplotlib inline, no pyplot: IPython's own display formatter must find a PNG.
     from IPython.core.interactiveshell import InteractiveShell
 
-    from ollama_nb.plots import figure
+    from ollama_nb.observe.plots import figure
 
     full = MetricsRecorder()
     for i in range(3):

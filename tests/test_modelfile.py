@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_nb.errors import InvalidRequest, ModelfileError
-from ollama_nb.modelfile import (
+from ollama_nb.base.errors import InvalidRequest, ModelfileError
+from ollama_nb.models.modelfile import (
     ERR_INVALID_COMMAND,
     Modelfile,
     collect_files,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import ollama_nb
-from ollama_nb import backend
 from ollama_nb.api.types import ChatResponse, EmbedResponse, GenerateResponse
+from ollama_nb.notebook import connection as backend
 
 from .conftest import GEMMA, SMOLLM
 
@@ -73,14 +73,14 @@ def test_compare_returns_one_row_per_model_and_prompt(current: Any) -> None:
 
 
 def test_compare_unknown_model_fails_clearly(current: Any) -> None:
-    from ollama_nb.errors import ModelNotFound
+    from ollama_nb.base.errors import ModelNotFound
 
     with pytest.raises(ModelNotFound):
         ollama_nb.compare(["nosuchmodel:1b"], "hi")
 
 
 def test_comparison_plots(current: Any) -> None:
-    from ollama_nb import plots
+    from ollama_nb.observe import plots
 
     df = ollama_nb.compare([SMOLLM, GEMMA], ["Hi", "Bye"], options={**GREEDY, "num_predict": 3})
     fig = plots.compare_figure(df, "tokens_per_s")
@@ -94,7 +94,7 @@ def test_comparison_plots(current: Any) -> None:
 
 
 def test_lazy_exports_are_the_notebook_api() -> None:
-    from ollama_nb import notebook_api
+    from ollama_nb.notebook import functions as notebook_api
 
     for name in ("chat", "generate", "embed", "compare"):
         assert getattr(ollama_nb, name) is getattr(notebook_api, name)

@@ -20,7 +20,6 @@ from .conftest import GEMMA, SMOLLM
 from .openai_fixtures import GREEDY, HELLO, sse_events
 
 
-
 def post_raw(url: str, body: bytes | dict[str, Any]) -> tuple[int, str, bytes]:
     """POST with aiohttp and return (status, content type, raw body) — no client parsing."""
 
@@ -270,8 +269,8 @@ def test_tool_calls(client, tooly):
 
 
 def test_tool_messages_translate_to_native():
+    from ollama_nb.api.openai import chat_request
     from ollama_nb.api.types import ChatCompletionRequest
-    from ollama_nb.openai_shapes import chat_request
 
     native = chat_request(ChatCompletionRequest.model_validate({"model": "m", "messages": [
         {"role": "developer", "content": "Be brief."},

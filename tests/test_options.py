@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from ollama_nb.errors import InvalidRequest
-from ollama_nb.options import (
+from ollama_nb.base.errors import InvalidRequest
+from ollama_nb.models.options import (
     LOAD_OPTIONS,
     OPTION_SPECS,
     default_options,

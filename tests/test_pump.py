@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ollama_nb.pump import ChunkPump
+from ollama_nb.serving.pump import ChunkPump
 
 
 class Source:

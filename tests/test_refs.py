@@ -6,9 +6,9 @@ import doctest
 
 import pytest
 
-import ollama_nb.refs as refs_module
-from ollama_nb.errors import InvalidDigest, InvalidModelName
-from ollama_nb.refs import ModelRef, blob_filename, is_valid_name, parse_digest
+import ollama_nb.base.refs as refs_module
+from ollama_nb.base.errors import InvalidDigest, InvalidModelName
+from ollama_nb.base.refs import ModelRef, blob_filename, is_valid_name, parse_digest
 
 PART80 = "8" * 80
 PART350 = "3" * 350

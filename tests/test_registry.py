@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from ollama_nb.api.types import ProgressResponse
-from ollama_nb.errors import (
+from ollama_nb.base.errors import (
     NotSupported,
     PullDigestMismatch,
     RegistryError,
     RegistryUnreachable,
 )
+from ollama_nb.models.store import Store
 from ollama_nb.registry import pull_model, push_model
-from ollama_nb.store import Store
 
 from .conftest import SMOLLM
 from .registry_fixture import (
@@ -459,7 +459,7 @@ def test_unreachable_proxy_is_reported(monkeypatch):
 _CHILD = """
 import sys
 from ollama_nb.registry import pull_model
-from ollama_nb.store import Store
+from ollama_nb.models.store import Store
 for ev in pull_model(Store(), sys.argv[1], insecure=True):
     pass
 """
@@ -495,7 +495,7 @@ def test_killed_pull_resumes_in_a_new_process(registry, tmp_path):
 
 
 def test_pulled_model_loads_and_generates(registry, shared_models, monkeypatch):
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
 
     monkeypatch.setenv("OLLAMA_NB_PULL_PART_SIZE", str(32 * MiB))
     raw = registry.add_store_model(shared_models, SMOLLM, "library/tiny")
@@ -542,7 +542,7 @@ def test_push_is_not_supported(tmp_path):
         push_model(Store(), "me/model:v1")  # raises on the call, before any iteration
     assert err.value.status == 501 and "push is not supported" in str(err.value)
 
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
 
     with pytest.raises(NotSupported):
         ModelManager(Store()).push("me/model:v1", insecure=True)

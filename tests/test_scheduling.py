@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ollama_nb.manager import ModelManager
-from ollama_nb.store import Store
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
 
 from .conftest import GEMMA, SMOLLM
 
@@ -126,7 +126,7 @@ def test_a_failing_observer_does_not_fail_the_request(fresh):
 def test_max_queue_refuses_with_ollamas_503(fresh, monkeypatch):
     import threading
 
-    from ollama_nb.errors import ServerBusy
+    from ollama_nb.base.errors import ServerBusy
 
     monkeypatch.setenv("OLLAMA_MAX_QUEUE", "1")
     running = fresh.generate(model=SMOLLM, prompt="Count to fifty:", stream=True, options={"num_predict": 200})
@@ -193,9 +193,9 @@ def test_quantized_kv_cache_needs_flash_attention_and_halves_the_cache(fresh, mo
 def test_a_model_without_flash_attention_loads_without_it(shared_models, monkeypatch):
     """Flash attention is a wish: where llama.cpp cannot create such a context the model loads
     without it (and with an f16 cache), instead of failing as a corrupt model."""
-    from ollama_nb.manager import ModelManager
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
     from ollama_nb.runtime import Engine
-    from ollama_nb.store import Store
 
     real_load = Engine._load
     tried = []
@@ -224,7 +224,7 @@ def test_a_second_interrupt_still_waits_for_the_worker_to_let_go() -> None:
     model is released (the second KeyboardInterrupt lands in that wait)."""
     import threading
 
-    from ollama_nb.manager import _wait_through_interrupts
+    from ollama_nb.manager.core import _wait_through_interrupts
 
     class InterruptedOnce(threading.Event):
         def __init__(self) -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ollama_nb import config
-from ollama_nb.errors import OllamaNbError
-from ollama_nb.manager import ModelManager
+from ollama_nb.base import config
+from ollama_nb.base.errors import OllamaNbError
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
 from ollama_nb.server.lifecycle import serve
-from ollama_nb.store import Store
 
 from .conftest import SMOLLM
 from .server_fixtures import FAST, http, store_view
@@ -164,8 +164,8 @@ def test_import_stays_light_and_serve_is_exported():
 def test_servers_stop_at_interpreter_exit(tmp_path):
     code = f"""
 import atexit, ollama_nb
-from ollama_nb.manager import ModelManager
-from ollama_nb.store import Store
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
 server = None
 atexit.register(lambda: print("running at exit:", server.running, flush=True))  # runs after ours
 server = ollama_nb.serve(ModelManager(Store({str(tmp_path)!r})), "127.0.0.1", 0)

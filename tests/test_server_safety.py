@@ -13,11 +13,11 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from ollama_nb.manager import ModelManager
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
 from ollama_nb.server.app import make_app
 from ollama_nb.server.lifecycle import serve
 from ollama_nb.server.security import OriginPolicy, host_allowed
-from ollama_nb.store import Store
 
 from .conftest import SMOLLM
 from .server_fixtures import FAST, http, live_server  # noqa: F401  (fixture)
@@ -51,7 +51,7 @@ def start(tmp_path):
 
 
 def test_origin_policy_is_ollamas():
-    from ollama_nb import config
+    from ollama_nb.base import config
 
     default = OriginPolicy(config.origins())
     for ok in ("http://localhost", "http://localhost:8888", "https://127.0.0.1:3000", "http://0.0.0.0:1",
@@ -282,7 +282,7 @@ def test_v1_body_limit_and_bugs_use_openais_error_shape(empty_manager, caplog):
 
 
 def test_allowed_hosts_accept_urls_and_jupyterhubs_public_name(start, monkeypatch):
-    from ollama_nb import config
+    from ollama_nb.base import config
 
     monkeypatch.setenv("OLLAMA_NB_ALLOWED_HOSTS", "https://Hub.Example.org:8443/user/me/, lab.example.net:80")
     monkeypatch.setenv("JUPYTERHUB_PUBLIC_URL", "https://me.hub.example.com/user/me/")

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from ollama_nb.errors import (
+from ollama_nb.base.errors import (
     BlobNotFound,
     DigestMismatch,
     InvalidDigest,
     ModelNotFound,
     StorageError,
 )
-from ollama_nb.gguf_meta import read_gguf_info
-from ollama_nb.manifest import (
+from ollama_nb.base.refs import ModelRef
+from ollama_nb.models.gguf_meta import read_gguf_info
+from ollama_nb.models.manifest import (
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_MODEL,
     MEDIA_TYPE_TEMPLATE,
@@ -30,8 +31,7 @@ from ollama_nb.manifest import (
     Manifest,
     ModelConfig,
 )
-from ollama_nb.refs import ModelRef
-from ollama_nb.store import Store
+from ollama_nb.models.store import Store
 
 gguf = pytest.importorskip("gguf")
 np = pytest.importorskip("numpy")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ollama_nb.throttle import Throttle
+from ollama_nb.notebook.throttle import Throttle
 
 from .conftest import GEMMA, SMOLLM
 
@@ -39,7 +39,7 @@ def test_throttle_flushes_first_change_then_at_most_once_per_interval() -> None:
 
 
 def test_chat_panel_streams_a_reply_and_continues_the_conversation(manager: Any) -> None:
-    from ollama_nb.widgets import ChatPanel
+    from ollama_nb.notebook.widgets import ChatPanel
 
     panel = ChatPanel(manager, model=SMOLLM, temperature=0, options={"num_predict": 10, "seed": 1}, interval=0)
     assert {SMOLLM, GEMMA} <= set(panel.model.options)
@@ -73,7 +73,7 @@ def test_chat_panel_streams_a_reply_and_continues_the_conversation(manager: Any)
 
 
 def test_chat_panel_stop_ends_the_reply_and_keeps_the_partial_text(manager: Any) -> None:
-    from ollama_nb.widgets import ChatPanel
+    from ollama_nb.notebook.widgets import ChatPanel
 
     panel = ChatPanel(manager, model=SMOLLM, options={"num_predict": 400, **GREEDY}, interval=0)
     panel.prompt.value = "Write a very long story about a dragon."
@@ -95,7 +95,7 @@ def test_chat_panel_stop_ends_the_reply_and_keeps_the_partial_text(manager: Any)
 
 
 def test_chat_panel_unknown_model_says_how_to_get_it(manager: Any) -> None:
-    from ollama_nb.widgets import ChatPanel
+    from ollama_nb.notebook.widgets import ChatPanel
 
     panel = ChatPanel(manager, model="nosuchmodel:1b")
     assert panel.submit("hi") and panel.wait(30)
@@ -104,9 +104,9 @@ def test_chat_panel_unknown_model_says_how_to_get_it(manager: Any) -> None:
 
 
 def test_model_manager_pull_delete_unload(tmp_path: Path) -> None:
-    from ollama_nb.manager import ModelManager
-    from ollama_nb.store import Store
-    from ollama_nb.widgets import ModelManagerPanel
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.store import Store
+    from ollama_nb.notebook.widgets import ModelManagerPanel
 
     own = ModelManager(Store(tmp_path / "store"))
     try:
@@ -145,7 +145,7 @@ def test_model_manager_pull_delete_unload(tmp_path: Path) -> None:
 
 
 def test_comparison_view_fills_a_row_per_model(manager: Any) -> None:
-    from ollama_nb.widgets import ComparisonView
+    from ollama_nb.notebook.widgets import ComparisonView
 
     view = ComparisonView([SMOLLM, GEMMA], manager, prompt="Name a colour.", num_predict=6,
                           options={"seed": 1}, interval=0)
@@ -166,8 +166,8 @@ def test_comparison_view_fills_a_row_per_model(manager: Any) -> None:
 
 def test_chat_panel_works_while_the_server_serves_another_client(manager: Any) -> None:
     from ollama_nb.client import Client
+    from ollama_nb.notebook.widgets import ChatPanel
     from ollama_nb.server.lifecycle import serve
-    from ollama_nb.widgets import ChatPanel
 
     with serve(manager, "127.0.0.1", 0) as server:
         remote: list[Any] = []
@@ -184,14 +184,14 @@ def test_chat_panel_works_while_the_server_serves_another_client(manager: Any) -
 
 @pytest.mark.parametrize("name", ["ChatPanel", "ModelManagerPanel", "ComparisonView"])
 def test_widgets_are_exported_lazily(name: str) -> None:
-    from ollama_nb import widgets
+    from ollama_nb.notebook import widgets
 
     assert getattr(widgets, name).__name__ == name
 
 
 def test_chat_panel_parts_carry_stable_css_classes(manager: Any) -> None:
     """Pages and the JupyterLab browser test find the panel's parts by these classes."""
-    from ollama_nb.widgets import ChatPanel
+    from ollama_nb.notebook.widgets import ChatPanel
 
     panel = ChatPanel(manager, model=SMOLLM, temperature=0, options={"num_predict": 2, "seed": 1}, interval=0)
     assert "ollama-nb-chat-panel" in panel._dom_classes

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ollama_nb.worker import Worker
+from ollama_nb.serving.worker import Worker
 
 from .conftest import GEMMA, SMOLLM
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 from ..api.types import ProgressResponse
-from ..errors import NotSupported
-from ..refs import ModelRef
-from ..store import Store
+from ..base.errors import NotSupported
+from ..base.refs import ModelRef
+from ..models.store import Store
 from .bundled import find_bundled, pull_bundled
 
 __all__ = ["apull_model", "pull_model", "push_model"]
@@ -24,7 +24,7 @@ def pull_model(store: Store, name: str, *, insecure: bool = False) -> Iterator[P
 
     ``hf.co/...`` and ``huggingface.co/...`` names are fetched from Hugging Face (``HF_TOKEN``
     and ``HF_ENDPOINT`` are honoured), every other name from its registry over https (http with
-    ``insecure=True``). Errors are :class:`~ollama_nb.errors.OllamaNbError` with Ollama's texts.
+    ``insecure=True``). Errors are :class:`~ollama_nb.base.errors.OllamaNbError` with Ollama's texts.
     """
     ref = ModelRef.parse(name)
     bundled = find_bundled(ref)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import manifest as mf
 from ..api.types import ProgressResponse
-from ..errors import MissingPackage
-from ..gguf_meta import read_gguf_info
-from ..refs import ModelRef
-from ..store import Store
+from ..base.errors import MissingPackage
+from ..base.refs import ModelRef
+from ..models import manifest as mf
+from ..models.gguf_meta import read_gguf_info
+from ..models.store import Store
 
 CHUNK = 1 << 20
 

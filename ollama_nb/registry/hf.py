@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .. import manifest as mf
 from ..api.types import ProgressResponse
-from ..errors import (
+from ..base.errors import (
     DigestMismatch,
     NotSupported,
     RegistryError,
@@ -44,9 +43,10 @@ from ..errors import (
     RegistryUnreachable,
     StorageError,
 )
-from ..gguf_meta import read_gguf_info
-from ..refs import ModelRef
-from ..store import Store
+from ..base.refs import ModelRef
+from ..models import manifest as mf
+from ..models.gguf_meta import read_gguf_info
+from ..models.store import Store
 from .aio import run_sync, run_with_progress
 from .settings import PullSettings
 
@@ -99,7 +99,7 @@ def choose_gguf(files: list[str], tag: str, name: str) -> str:
     >>> choose_gguf(files, "Q4_K", "hf.co/u/m")
     Traceback (most recent call last):
     ...
-    ollama_nb.errors.RegistryError: pull model manifest: file does not exist: hf.co/u/m has no GGUF file for "Q4_K" (available: Q4_K_M, Q4_K_S, Q8_0)
+    ollama_nb.base.errors.RegistryError: pull model manifest: file does not exist: hf.co/u/m has no GGUF file for "Q4_K" (available: Q4_K_M, Q4_K_S, Q8_0)
     """
     ggufs = sorted(
         f for f in files if f.lower().endswith(".gguf") and "mmproj" not in f.rsplit("/", 1)[-1].lower()

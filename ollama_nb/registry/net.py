@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import aiohttp
 from yarl import URL
 
-from ..errors import RegistryError
+from ..base.errors import RegistryError
 from .settings import PullSettings
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -29,7 +29,7 @@ _CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 
 
 def user_agent() -> str:
-    from .. import __version__
+    from ..base.version import __version__
 
     return (
         f"ollama_nb/{__version__} ({platform.machine()} {platform.system().lower()}) "

@@ -23,18 +23,18 @@ from collections.abc import Iterator
 import aiohttp
 from yarl import URL
 
-from .. import config
 from ..api.types import ProgressResponse
-from ..errors import (
+from ..base import config
+from ..base.errors import (
     InvalidDigest,
     OllamaNbError,
     RegistryError,
     RegistryUnauthorized,
     RegistryUnreachable,
 )
-from ..manifest import MEDIA_TYPE_MANIFEST, InvalidManifest, Manifest
-from ..refs import DEFAULT_HOST, ModelRef
-from ..store import Store
+from ..base.refs import DEFAULT_HOST, ModelRef
+from ..models.manifest import MEDIA_TYPE_MANIFEST, InvalidManifest, Manifest
+from ..models.store import Store
 from . import net
 from .aio import Emit, run_with_progress
 from .settings import PullSettings

@@ -1,6 +1,6 @@
 """Knobs of the downloader, with Ollama's defaults, overridable from the environment.
 
-Read on every pull (like :mod:`ollama_nb.config`), so a notebook or a test can change them with
+Read on every pull (like :mod:`ollama_nb.base.config`), so a notebook or a test can change them with
 ``os.environ`` and the next pull sees it; a CLI subprocess inherits them the same way.
 
 =================================  ================================================  ==========

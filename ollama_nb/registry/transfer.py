@@ -17,7 +17,7 @@ back-off; ``max_retries`` attempts in a row without a new byte end the pull with
 
 Nothing unverified ever carries a real blob name: :func:`commit_blobs` hashes the finished
 partial file and only then renames it to ``sha256-<hex>``; a mismatch deletes the partial and
-its part files and raises :class:`~ollama_nb.errors.PullDigestMismatch`.
+its part files and raises :class:`~ollama_nb.base.errors.PullDigestMismatch`.
 
 Two pulls in one process that need the same blob share one download (Ollama's
 ``blobDownloadManager``): the second waits on the first one's task and reports its progress.
@@ -44,15 +44,15 @@ import aiohttp
 from yarl import URL
 
 from ..api.types import ProgressResponse
-from ..errors import (
+from ..base.errors import (
     OllamaNbError,
     PullDigestMismatch,
     RegistryError,
     RegistryUnauthorized,
     StorageError,
 )
-from ..refs import parse_digest
-from ..store import Store
+from ..base.refs import parse_digest
+from ..models.store import Store
 from . import net
 from .settings import PullSettings
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import CorruptModel, InvalidRequest, OllamaNbError
+from ..base.errors import CorruptModel, InvalidRequest, OllamaNbError
 from . import extra_buffers
 from .jobs import GenerationRequest, LoadParams
 from .library import lib
@@ -179,19 +179,10 @@ class Engine:
             type_k=params.kv_cache_type,
             type_v=params.kv_cache_type,
             embedding=params.embedding,
-            pooling_type=Engine._pooling_for(model_path) if params.embedding else -1,
+            pooling_type=params.pooling_type if params.embedding else -1,
             lora_path=params.adapters[0] if params.adapters else None,
             verbose=log.isEnabledFor(logging.DEBUG),
         )
-
-    @staticmethod
-    def _pooling_for(model_path: str) -> int:
-        """Mean pooling for generative models whose GGUF names no pooling type (Ollama does the same)."""
-        from ..gguf_meta import read_gguf_info
-
-        info = read_gguf_info(model_path)
-        declared = info.model_info.get(f"{info.architecture}.pooling_type")
-        return int(declared) if declared is not None else 1  # LLAMA_POOLING_TYPE_MEAN
 
     def _add_adapter(self, path: str) -> None:
         raise InvalidRequest(f"only one ADAPTER per model is supported (extra: {path})")

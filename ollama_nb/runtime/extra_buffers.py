@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import config
-from ..errors import BuildDoesNotFitCpu
+from ..base import config
+from ..base.errors import BuildDoesNotFitCpu
 from . import cpu
 from .probe import BUILD_FAULT, EXTRA_FAULT, MISMATCH, OK, PROBE_ERROR, ProbeReport, run_probe
 

@@ -25,6 +25,7 @@ class LoadParams:
     kv_cache_type: int = 1  # ggml type of the K and V cache: 1 f16, 8 q8_0, 2 q4_0
     adapters: tuple[str, ...] = ()
     embedding: bool = False
+    pooling_type: int = 1  # for embeddings: the GGUF's own, else mean (1), as Ollama does
     num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
     lazy_memory: bool = True  # release the zeroed KV cache until tokens fill it (runtime.memory)
     extra_buffers: bool | None = None  # CPU extra buffer types (AMX, repacking); None: the probe decides

@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any
 
-from ..errors import InvalidRequest, OllamaNbError
+from ..base.errors import InvalidRequest, OllamaNbError
 
 _llama_cpp: Any = None
 _native_log = logging.getLogger("ollama_nb.llama_cpp")

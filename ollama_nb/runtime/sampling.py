@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import InvalidRequest
+from ..base.errors import InvalidRequest
 from .jobs import GenerationJob
 from .library import lib
 

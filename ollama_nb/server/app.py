@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .. import config
+from ..base import config
 from .keys import MANAGER
 from .native import setup_native
 from .security import setup_security
 from .streaming import setup_streaming
 
 if TYPE_CHECKING:
-    from ..manager import ModelManager
+    from ..manager.core import ModelManager
 
 #: Largest JSON body accepted (images travel base64 inside chat requests). Blob uploads stream
 #: to disk and are exempt.

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..metrics import CONTENT_TYPE, MetricsRecorder, row_of
-from ..records import RequestRecord
+from ..manager.records import RequestRecord
+from ..observe.metrics import CONTENT_TYPE, MetricsRecorder, row_of
 from .keys import MANAGER, METRICS
 
 log = logging.getLogger("ollama_nb.server.dashboard")
@@ -193,7 +193,7 @@ async def dashboard_events(request: web.Request) -> web.StreamResponse:
 
 async def dashboard_plot(request: web.Request) -> web.Response:
     """``/dashboard/plot/<name>.png``: a matplotlib rendering of the buffered records."""
-    from ..plots import PLOT_NAMES  # cheap: plots imports matplotlib only when drawing
+    from ..observe.plots import PLOT_NAMES  # cheap: plots imports matplotlib only when drawing
 
     name = request.match_info["name"]
     if name not in PLOT_NAMES:
@@ -201,7 +201,7 @@ async def dashboard_plot(request: web.Request) -> web.Response:
     recorder = request.app[METRICS]
 
     def render() -> bytes:
-        from ..plots import render_png
+        from ..observe.plots import render_png
 
         return render_png(name, recorder.to_dataframe())
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..manager import ModelManager
-    from ..metrics import MetricsRecorder
+    from ..manager.core import ModelManager
+    from ..observe.metrics import MetricsRecorder
 
 MANAGER: web.AppKey[ModelManager] = web.AppKey("ollama_nb.manager")
 METRICS: web.AppKey[MetricsRecorder] = web.AppKey("ollama_nb.metrics")

@@ -19,14 +19,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from .. import config
-from ..errors import OllamaNbError
+from ..base import config
+from ..base.errors import OllamaNbError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ..manager import ModelManager
-    from ..metrics import MetricsRecorder
+    from ..manager.core import ModelManager
+    from ..observe.metrics import MetricsRecorder
 
 log = logging.getLogger("ollama_nb.server")
 
@@ -261,7 +261,7 @@ def serve(
     ``.stop()`` or at interpreter exit.
     """
     global _atexit_registered
-    from .. import default_manager
+    from ..manager.default import default_manager
 
     manager = manager or default_manager()
     setting = config.host()

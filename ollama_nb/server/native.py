@@ -3,7 +3,7 @@
 Routes, methods, bodies, status codes and error texts follow Ollama's ``server/routes.go`` so the
 official clients work unchanged; ``/api/tokenize`` and ``/api/detokenize`` are additions that
 Ollama users keep asking for. Handlers never block the loop: inference is driven through
-:class:`~ollama_nb.pump.ChunkPump`, and every other manager call (they read
+:class:`~ollama_nb.serving.pump.ChunkPump`, and every other manager call (they read
 manifests, hash blobs, load models) runs in a thread.
 
 Request bodies are decoded the way Go's ``encoding/json`` decodes them: unknown fields are
@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from .. import config
 from ..api.types import (
     ChatRequest,
     CopyRequest,
@@ -41,20 +40,21 @@ from ..api.types import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from ..errors import (
+from ..base import config
+from ..base.errors import (
     BlobNotFound,
     InvalidModelName,
     InvalidRequest,
     ModelNotFound,
     NotSupported,
 )
-from ..refs import ModelRef, parse_digest
+from ..base.refs import ModelRef, parse_digest
 from .keys import MANAGER
 from .security import streams_body
 from .streaming import json_response, last, respond_chunks
 
 if typing.TYPE_CHECKING:
-    from ..manager import ModelManager
+    from ..manager.core import ModelManager
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -220,7 +220,7 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
-    from ..manager import _collect_generate
+    from ..manager.core import _collect_generate
 
     req = await decode(request, GenerateRequest)
     manager = _manager(request)
@@ -230,7 +230,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    from ..manager import _collect_chat
+    from ..manager.core import _collect_chat
 
     req = await decode(request, ChatRequest)
     manager = _manager(request)
@@ -347,8 +347,7 @@ def _valid_file_path(path: str) -> bool:
 def _create_progress(manager: ModelManager, target: ModelRef, req: CreateRequest,
                      parameters: dict[str, Any]) -> Iterator[ProgressResponse]:
     """Turn the JSON request into a Modelfile and run the one create path (on a thread)."""
-    from ..create import create_model
-    from ..modelfile import Modelfile
+    from ..models.modelfile import Modelfile
 
     def blob_paths(files: dict[str, str]) -> list[str]:
         paths = []
@@ -376,11 +375,11 @@ def _create_progress(manager: ModelManager, target: ModelRef, req: CreateRequest
         adapters=blob_paths(req.adapters) if req.adapters else [],
         license=license_,
     )
-    return create_model(manager, target, modelfile, quantize=req.quantize or None)
+    return manager.create_model(target, modelfile, quantize=req.quantize or None)
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    from ..options import validate_options
+    from ..models.options import validate_options
 
     req = await decode(request, CreateRequest)
     for files in (req.files or {}, req.adapters or {}):

@@ -2,7 +2,7 @@
 jupyter-ai can use the kernel's models unchanged.
 
 As in Ollama, each route is a translation around the native path: the OpenAI body becomes a
-native request (:mod:`ollama_nb.openai_shapes`), the manager's async face runs it off the event
+native request (:mod:`ollama_nb.api.openai`), the manager's async face runs it off the event
 loop, and each native reply is rewritten into OpenAI's shape. Errors always come back as
 ``{"error": {"message", "type", "param", "code"}}``, whatever the rest of the server does.
 
@@ -21,8 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIShape
-from ..openai_shapes import (
+from ..api.openai import (
     ChatStream,
     CompletionStream,
     chat_completion,
@@ -37,6 +36,7 @@ from ..openai_shapes import (
     new_id,
     parse_body,
 )
+from ..api.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIShape
 from .keys import MANAGER
 
 __all__ = ["setup_openai"]

@@ -31,8 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import Forbidden, OllamaNbError, PayloadTooLarge, Unauthorized
-from ..openai_shapes import error_body
+from ..api.openai import error_body
+from ..base.errors import Forbidden, OllamaNbError, PayloadTooLarge, Unauthorized
 from .streaming import error_response, one_line
 
 log = logging.getLogger("ollama_nb.server")

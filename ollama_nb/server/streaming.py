@@ -1,6 +1,6 @@
 """JSON and NDJSON replies.
 
-The manager's blocking chunk iterators reach the loop through a :class:`~ollama_nb.pump.ChunkPump`;
+The manager's blocking chunk iterators reach the loop through a :class:`~ollama_nb.serving.pump.ChunkPump`;
 chunks that are ready together go out in one write.
 
 :func:`respond_chunks` is Ollama's ``streamResponse``/``waitForStream`` pair: the first chunk is
@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import OllamaNbError, ServerStopping
-from ..pump import ChunkPump
+from ..base.errors import OllamaNbError, ServerStopping
+from ..serving.pump import ChunkPump
 
 log = logging.getLogger("ollama_nb.server")
 

@@ -1,0 +1,1 @@
+"""The ground floor: errors, settings read from the environment, model names, durations."""

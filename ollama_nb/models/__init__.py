@@ -1,0 +1,1 @@
+"""Models on disk, as Ollama stores them: store, manifests, GGUF metadata, Modelfile, options, spec, create."""

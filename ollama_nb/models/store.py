@@ -1,0 +1,617 @@
+"""The model store, laid out exactly as Ollama lays it out, so both can share one directory.
+
+::
+
+    $OLLAMA_MODELS/manifests/<host>/<namespace>/<model>/<tag>   JSON manifest
+    $OLLAMA_MODELS/blobs/sha256-<hex>                           content-addressed blobs
+
+Every write goes to a temporary file next to its destination, is fsynced and then moved into
+place with ``os.replace``, so a crash, a full disk or a bad download never leaves a half
+written blob or manifest under a real name. Blobs are hashed while they are written and
+refused when the hash is not the one promised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..api.types import ModelDetails
+from ..base import config
+from ..base.errors import (
+    BlobNotFound,
+    CorruptModel,
+    DigestMismatch,
+    InvalidDigest,
+    ModelNotFound,
+    StorageError,
+)
+from ..base.refs import ModelRef, blob_filename, parse_digest
+from .gguf_meta import GGUFSummary, read_gguf_summary
+from .manifest import InvalidManifest, Layer, Manifest, ModelConfig
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["PRUNE_GRACE_SECONDS", "BlobInfo", "BlobWriter", "ModelDetails", "ModelEntry", "Store"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+PRUNE_GRACE_SECONDS = 3600.0  # Ollama's layerPruneGracePeriod: spare blobs a create may still need
+_LOCK = threading.RLock()  # one lock for every Store: manifests and blob refcounts change together
+_ACTIVE_TEMPS: set[str] = set()  # temp files being written in this process; prune leaves them
+_SUMMARY_CACHE: dict[str, GGUFSummary] = {}  # blob digest -> GGUF header facts (blobs never change)
+_DIGEST_IN_TEXT = re.compile(rb"sha256[:-][0-9a-fA-F]{64}")
+
+
+def _storage_error(exc: OSError, action: str, root: Path) -> StorageError:
+    """One line that says what failed and what to do about it."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg = (
+            f"no space left on device while {action}: "
+            "free up disk space or set OLLAMA_MODELS to a larger disk"
+        )
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        msg = f"permission denied while {action}: make {root} writable or set OLLAMA_MODELS"
+    else:
+        msg = f"could not finish {action}: {exc.strerror or exc}; check {root}"
+    return StorageError(msg, hint=f"models are stored in {root}")
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (best effort: not every filesystem can fsync a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A blob in the store: its digest, its size, and whether this call created it."""
+
+    digest: str
+    size: int
+    created: bool = True
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of ``/api/tags``: ``name`` and ``model`` are both the short display name."""
+
+    name: str
+    model: str
+    modified_at: datetime
+    size: int
+    digest: str
+    details: ModelDetails
+    ref: ModelRef = field(compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("name", "model", "modified_at", "size", "digest")}
+        return {**d, "modified_at": self.modified_at.isoformat(), "details": self.details.to_dict()}
+
+
+class BlobWriter:
+    """Streams bytes into ``blobs/`` via a ``sha256-*-partial`` temp file.
+
+    Bytes are hashed as they are written; :meth:`commit` fsyncs, checks the digest and renames
+    the temp file to ``sha256-<hex>``; :meth:`abort` (or leaving the ``with`` block without
+    committing) removes it. Any OSError removes the temp file and becomes a :class:`StorageError`.
+    """
+
+    def __init__(self, store: Store, expected_digest: str | None = None, size_hint: int = 0):
+        self.store = store
+        self.expected = parse_digest(expected_digest) if expected_digest else None
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._fd: int | None = None
+        blobs = store.blobs_dir
+        try:
+            blobs.mkdir(parents=True, exist_ok=True)
+            if size_hint and shutil.disk_usage(blobs).free < size_hint:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._fd, self.temp_path = tempfile.mkstemp("-partial", "sha256-", blobs)
+        except OSError as exc:
+            raise _storage_error(exc, "creating a blob", store.root) from None
+        _ACTIVE_TEMPS.add(self.temp_path)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._fd is None:
+            raise ValueError("blob writer is closed")
+        view = memoryview(data).cast("B")
+        self._hash.update(view)
+        self.size += len(view)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc, "writing a blob", self.store.root) from None
+
+    def commit(self) -> BlobInfo:
+        """Verify and move into place; a wrong hash raises :class:`DigestMismatch`."""
+        if self._fd is None:
+            raise ValueError("blob writer is closed")
+        digest = "sha256:" + self._hash.hexdigest()
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            if self.expected is not None and digest != self.expected:
+                raise DigestMismatch(self.expected, digest)
+            final = self.store.blob_path(digest)
+            if final.is_file():  # someone else finished it first: keep theirs
+                self.abort()
+                return BlobInfo(digest, self.size, created=False)
+            os.chmod(self.temp_path, 0o644)
+            os.replace(self.temp_path, final)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc, "saving a blob", self.store.root) from None
+        except BaseException:
+            self.abort()
+            raise
+        _ACTIVE_TEMPS.discard(self.temp_path)
+        _fsync_dir(final.parent)
+        return BlobInfo(digest, self.size, created=True)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        _unlink_quietly(self.temp_path)
+        _ACTIVE_TEMPS.discard(self.temp_path)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:  # not committed: an error, or the caller gave up
+            self.abort()
+
+
+class Store:
+    """Ollama's model directory: ``root`` is ``$OLLAMA_MODELS`` (read on each use) unless given."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self._root = Path(root).expanduser() if root is not None else None
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else config.models_dir()
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs"
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        """``blobs/sha256-<hex>``; the digest is validated first, so the path stays in blobs/."""
+        return self.blobs_dir / blob_filename(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_writer(self, expected_digest: str | None = None, size_hint: int = 0) -> BlobWriter:
+        """A :class:`BlobWriter` for callers that receive bytes piecemeal (uploads, downloads)."""
+        return BlobWriter(self, expected_digest, size_hint)
+
+    def write_blob_bytes(self, data: bytes) -> BlobInfo:
+        """Store small content (a template, params JSON, a config blob) by its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.has_blob(digest):
+            return BlobInfo(digest, len(data), created=False)
+        with self.blob_writer(digest, len(data)) as w:
+            w.write(data)
+            return w.commit()
+
+    def write_blob_stream(self, chunks: Iterable[bytes], expected_digest: str) -> BlobInfo:
+        """Store a stream that must hash to ``expected_digest`` (``POST /api/blobs/:digest``).
+
+        An existing blob is not rewritten and ``chunks`` is not consumed (``created=False``, as
+        Ollama answers 200 instead of 201); a mismatch raises :class:`DigestMismatch` and keeps
+        nothing.
+        """
+        digest = parse_digest(expected_digest)
+        path = self.blob_path(digest)
+        if path.is_file():
+            return BlobInfo(digest, path.stat().st_size, created=False)
+        with self.blob_writer(digest) as w:
+            for chunk in chunks:
+                w.write(chunk)
+            return w.commit()
+
+    def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        expected_digest: str | None = None,
+        link: bool = False,
+    ) -> BlobInfo:
+        """Put a local file (a GGUF) into ``blobs/``.
+
+        Without ``expected_digest`` the file is hashed first (a read), so a model that is already
+        in the store costs no copy and no disk space. With ``link=True`` the blob becomes a hard
+        link to the file when both are on one filesystem (no copy; the file must then not be
+        modified in place); otherwise the bytes are copied and verified while copying.
+        """
+        src = Path(path)
+        try:  # OSErrors of the store itself arrive as StorageError; these are about ``src``
+            size = src.stat().st_size
+            digest = parse_digest(expected_digest) if expected_digest else None
+            if digest is not None and self.has_blob(digest):
+                return BlobInfo(digest, self.blob_path(digest).stat().st_size, created=False)
+            if digest is None or link:
+                actual = _hash_file(src)
+                if digest is not None and actual != digest:
+                    raise DigestMismatch(digest, actual)
+                digest = actual
+                if self.has_blob(digest):
+                    return BlobInfo(digest, size, created=False)
+            if link and self._link_blob(src, digest):
+                return BlobInfo(digest, size, created=True)
+            with open(src, "rb") as f, self.blob_writer(digest, size) as w:
+                while chunk := f.read(CHUNK_SIZE):
+                    w.write(chunk)
+                return w.commit()
+        except OSError as exc:
+            raise StorageError(f"cannot read {src}: {exc.strerror or exc}") from None
+
+    def _link_blob(self, src: Path, digest: str) -> bool:
+        """Hard-link ``src`` as the blob; False when the filesystem will not (then we copy)."""
+        try:
+            self.blobs_dir.mkdir(parents=True, exist_ok=True)
+            temp = self.blobs_dir / f"{blob_filename(digest)}-link-{os.getpid()}-partial"
+            _unlink_quietly(temp)
+            os.link(src, temp)
+        except OSError:
+            return False
+        try:
+            os.replace(temp, self.blob_path(digest))
+        except OSError as exc:
+            _unlink_quietly(temp)
+            raise _storage_error(exc, "linking a blob", self.root) from None
+        return True
+
+    def verify_blob(self, digest: str, *, remove_bad: bool = False) -> int:
+        """Re-hash a blob; return its size, or raise :class:`DigestMismatch` (removing the blob if
+        ``remove_bad``, as Ollama does after a bad download) or :class:`BlobNotFound`."""
+        digest = parse_digest(digest)
+        path = self.blob_path(digest)
+        if not path.is_file():
+            raise BlobNotFound(digest)
+        actual = _hash_file(path)
+        if actual != digest:
+            if remove_bad:
+                _unlink_quietly(path)
+            raise DigestMismatch(digest, actual)
+        return path.stat().st_size
+
+    def read_blob_bytes(self, digest: str, *, max_bytes: int = 64 << 20) -> bytes:
+        path = self.blob_path(digest)
+        try:
+            if path.stat().st_size > max_bytes:
+                raise ValueError(f"blob {digest} is larger than {max_bytes} bytes")
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def read_layer_text(self, layer: Layer) -> str:
+        """The text of a template/system/license/params/messages layer."""
+        return self.read_blob_bytes(layer.digest).decode("utf-8", "replace")
+
+    def read_config(self, manifest: Manifest) -> ModelConfig:
+        """The config blob (``details`` come from it); :class:`BlobNotFound` if it is missing."""
+        return ModelConfig.from_bytes(self.read_blob_bytes(manifest.config.digest))
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    def manifest_path(self, ref: ModelRef) -> Path:
+        return self.manifests_dir.joinpath(*ref.manifest_parts)
+
+    def names(self) -> list[ModelRef]:
+        """Every valid name that has a manifest file (``manifests/*/*/*/*``)."""
+        found: list[ModelRef] = []
+        for parts in _walk4(self.manifests_dir):
+            ref = ModelRef.from_parts(*parts)
+            if ref is None:
+                log.warning("skipping manifest with an invalid name: %s", "/".join(parts))
+            else:
+                found.append(ref)
+        return found
+
+    def resolve(self, name: str | ModelRef) -> ModelRef:
+        """Parse ``name`` and match it case-insensitively against the store (``getExistingName``).
+
+        An existing model comes back with its on-disk spelling; for a new name each part takes
+        the spelling of an existing directory at that level, so ``Llama`` and ``llama`` never
+        end up as two directories.
+        """
+        ref = name if isinstance(name, ModelRef) else ModelRef.parse(name)
+        matches = [r for r in self.names() if r.fold_key() == ref.fold_key()]
+        if matches:
+            exact = [r for r in matches if r.manifest_parts == ref.manifest_parts]
+            best = exact[0] if exact else min(matches, key=lambda r: r.manifest_parts)
+            return ModelRef(*best.manifest_parts, scheme=ref.scheme)
+        parts, directory = list(ref.manifest_parts), self.manifests_dir
+        for i, part in enumerate(parts):
+            try:
+                entries = sorted(os.listdir(directory))
+            except OSError:
+                break
+            same = [e for e in entries if e.lower() == part.lower()]
+            if not same:
+                break
+            parts[i] = part if part in same else same[0]
+            directory = directory / parts[i]
+        return ModelRef(*parts, scheme=ref.scheme)
+
+    def exists(self, name: str | ModelRef) -> bool:
+        return self.manifest_path(self.resolve(name)).is_file()
+
+    def read_manifest(self, name: str | ModelRef) -> Manifest:
+        """The manifest of ``name``; :class:`ModelNotFound` (``model 'NAME' not found``) if none.
+
+        A manifest that is not JSON or names a malformed digest raises
+        :class:`~ollama_nb.models.manifest.InvalidManifest` / :class:`~ollama_nb.base.errors.InvalidDigest`.
+        """
+        given = name if isinstance(name, str) else name.display
+        path = self.manifest_path(self.resolve(name))
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ModelNotFound(given) from None
+        return Manifest.from_bytes(data, source=str(path))
+
+    def write_manifest(self, name: str | ModelRef, manifest: Manifest | bytes) -> ModelRef:
+        """Atomically write a manifest (raw registry bytes are kept as they are).
+
+        Refused with :class:`BlobNotFound` when a blob it names is not in the store, so the store
+        never holds a model that cannot load. Blobs only the replaced manifest used are removed,
+        unless ``OLLAMA_NOPRUNE`` is set (as Ollama's pull and create do). Returns the name as
+        written on disk.
+        """
+        m = manifest if isinstance(manifest, Manifest) else Manifest.from_bytes(manifest)
+        with _LOCK:
+            for digest in sorted(m.digests()):
+                if not self.has_blob(digest):
+                    raise BlobNotFound(digest)
+            ref = self.resolve(name)
+            path = self.manifest_path(ref)
+            try:
+                old = Manifest.from_bytes(path.read_bytes()).digests()
+            except (OSError, InvalidManifest, InvalidDigest):
+                old = set()
+            self._atomic_write(path, m.to_bytes())
+            if old - m.digests() and not config.no_prune():
+                self._remove_unused(old)
+        return ref
+
+    def _remove_unused(self, digests: set[str]) -> None:
+        for digest in sorted(digests - self._referenced_digests()):
+            _unlink_quietly(self.blob_path(digest))
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        temp: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # A leading "." makes the temp file an invalid tag: never mistaken for a model.
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temp, 0o644)
+            os.replace(temp, path)
+        except OSError as exc:
+            if temp is not None:
+                _unlink_quietly(temp)
+            raise _storage_error(exc, f"writing {path.name}", self.root) from None
+        _fsync_dir(path.parent)
+
+    def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelRef:
+        """Copy a manifest to a new name (blobs are shared); ``model "SRC" not found`` if absent."""
+        src = self.resolve(source)
+        try:
+            data = self.manifest_path(src).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            given = source if isinstance(source, str) else source.display
+            raise ModelNotFound(given, quote='"') from None
+        with _LOCK:
+            dst = self.resolve(destination)
+            if self.manifest_path(dst) != self.manifest_path(src):
+                self._atomic_write(self.manifest_path(dst), data)
+        return dst
+
+    def delete(self, name: str | ModelRef) -> ModelRef:
+        """Remove a model: its manifest, then its blobs no other manifest uses, then empty dirs."""
+        given = name if isinstance(name, str) else name.display
+        with _LOCK:
+            ref = self.resolve(name)
+            path = self.manifest_path(ref)
+            try:
+                data = path.read_bytes()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise ModelNotFound(given) from None
+            try:
+                mine = Manifest.from_bytes(data).digests()
+            except (InvalidManifest, InvalidDigest) as exc:  # still let a broken model be removed
+                log.warning("removing unreadable manifest %s: %s", path, exc)
+                mine = set()
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise _storage_error(exc, f"deleting {ref.display}", self.root) from None
+            _remove_empty_dirs(path.parent, stop=self.manifests_dir)
+            self._remove_unused(mine)
+        return ref
+
+    def _referenced_digests(self) -> set[str]:
+        """Every digest any manifest names; for a manifest that does not parse, every digest-like
+        string in it (deleting its blobs would be worse than keeping a few spare ones)."""
+        used: set[str] = set()
+        for ref in self.names():
+            try:
+                data = self.manifest_path(ref).read_bytes()
+            except OSError:
+                continue
+            try:
+                used |= Manifest.from_bytes(data).digests()
+            except (InvalidManifest, InvalidDigest):
+                used |= {parse_digest(m.decode()) for m in _DIGEST_IN_TEXT.findall(data)}
+        return used
+
+    def prune(self, *, grace_seconds: float = PRUNE_GRACE_SECONDS) -> list[Path]:
+        """Remove unreferenced blobs and leftover partial files older than ``grace_seconds``
+        (Ollama spares the last hour's files: a create may not have written its manifest yet),
+        then empty manifest directories. Does nothing when ``OLLAMA_NOPRUNE`` is set."""
+        if config.no_prune():
+            return []
+        removed: list[Path] = []
+        with _LOCK:
+            used = self._referenced_digests()
+            now = time.time()
+            try:
+                entries = list(os.scandir(self.blobs_dir))
+            except FileNotFoundError:
+                entries = []
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False) or entry.path in _ACTIVE_TEMPS:
+                    continue
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime < grace_seconds:
+                        continue
+                    if parse_digest(entry.name) in used:
+                        continue
+                except InvalidDigest:
+                    pass  # a partial download or a temp file
+                except OSError:
+                    continue
+                _unlink_quietly(entry.path)
+                removed.append(Path(entry.path))
+            if self.manifests_dir.is_dir():
+                for dirpath, _dirs, _files in os.walk(self.manifests_dir, topdown=False):
+                    if Path(dirpath) != self.manifests_dir:
+                        _remove_empty_dirs(Path(dirpath), stop=self.manifests_dir)
+        return removed
+
+    # -- listing ------------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelEntry]:
+        """``/api/tags``: newest first; a manifest or config that cannot be read is skipped and
+        logged (as Ollama does), never an error for the whole list."""
+        entries: list[ModelEntry] = []
+        for ref in self.names():
+            path = self.manifest_path(ref)
+            try:
+                data = path.read_bytes()
+                mtime = path.stat().st_mtime
+                m = Manifest.from_bytes(data, source=str(path))
+                cfg = self.read_config(m)
+            except (OSError, InvalidManifest, InvalidDigest, BlobNotFound, ValueError) as exc:
+                log.warning("skipping model %s: %s", ref.display, exc)
+                continue
+            entries.append(
+                ModelEntry(
+                    name=ref.display,
+                    model=ref.display,
+                    modified_at=datetime.fromtimestamp(mtime).astimezone(),
+                    size=m.size,
+                    digest=m.digest,
+                    details=self.details(m, cfg),
+                    ref=ref,
+                )
+            )
+        entries.sort(key=lambda e: (-int(e.modified_at.timestamp()), e.name))
+        return entries
+
+    def details(self, manifest: Manifest, cfg: ModelConfig | None = None) -> ModelDetails:
+        """``details`` from the config blob, with the quantization and context/embedding lengths
+        taken from the GGUF header when the config lacks them (as Ollama's model list does)."""
+        cfg = cfg if cfg is not None else self.read_config(manifest)
+        layer = manifest.model_layer
+        quant, ctx, emb = cfg.file_type, cfg.context_length or None, cfg.embedding_length or None
+        if layer is not None and (quant in ("", "unknown") or ctx is None or emb is None):
+            summary = self._gguf_summary(layer.digest)
+            if summary is not None:
+                if quant in ("", "unknown") and summary.file_type != "unknown":
+                    quant = summary.file_type
+                ctx = ctx or summary.context_length
+                emb = emb or summary.embedding_length
+        return ModelDetails(
+            parent_model=(layer.from_ or "") if layer is not None else "",
+            format=cfg.model_format,
+            family=cfg.model_family,
+            families=cfg.model_families,
+            parameter_size=cfg.model_type,
+            quantization_level=quant,
+            context_length=ctx,
+            embedding_length=emb,
+        )
+
+    def _gguf_summary(self, digest: str) -> GGUFSummary | None:
+        if digest not in _SUMMARY_CACHE:
+            try:
+                _SUMMARY_CACHE[digest] = read_gguf_summary(self.blob_path(digest))
+            except CorruptModel as exc:
+                log.debug("no GGUF header for %s: %s", digest, exc)
+                return None  # not cached: the blob may still be on its way
+        return _SUMMARY_CACHE[digest]
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _walk4(root: Path) -> list[tuple[str, ...]]:
+    """Files exactly four levels below ``root`` (host/namespace/model/tag), sorted; dot-files
+    (our temp files) are left out."""
+    found = (p.relative_to(root).parts for p in root.glob("*/*/*/*") if p.is_file())
+    return sorted(parts for parts in found if not any(x.startswith(".") for x in parts))
+
+
+def _remove_empty_dirs(directory: Path, *, stop: Path) -> None:
+    """Remove ``directory`` and its parents while they are empty, never ``stop`` itself."""
+    while directory != stop and stop in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent

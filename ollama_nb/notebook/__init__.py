@@ -1,0 +1,1 @@
+"""The notebook faces: magics, widgets, display, the connection to a model server, sessions."""

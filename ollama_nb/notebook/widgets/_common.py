@@ -1,0 +1,82 @@
+"""What the widgets share: one background job at a time with a cancel flag, Markdown outputs,
+and the backend they talk to.
+
+Generation and pulls run in a worker thread so the kernel keeps handling comm messages (a Stop
+click, another cell) meanwhile. The thread never prints (a print from a thread lands in
+whichever cell runs at that moment); it only sets widget traits, throttled by the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..display import error_line
+
+
+def resolve_backend(manager: Any) -> Any:
+    """The given manager/client, else whatever the notebook uses now (see ollama_nb.notebook.connection)."""
+    if manager is not None:
+        return manager
+    from .. import connection as backend
+
+    return backend.current()
+
+
+def markdown_outputs(text: str, metadata: dict[str, Any] | None = None) -> tuple[dict[str, Any], ...]:
+    """The ``outputs`` of an Output widget showing ``text`` as Markdown (plain text elsewhere).
+    Assigning the tuple replaces the content in one message; ``clear_output`` from a thread is
+    not safe."""
+    return ({
+        "output_type": "display_data",
+        "data": {"text/markdown": text, "text/plain": text},
+        "metadata": metadata or {},
+    },)
+
+
+def installed_names(backend: Any) -> list[str]:
+    return sorted(m.name for m in backend.list().models)
+
+
+class Worker:
+    """Runs one job at a time in a daemon thread; ``cancel`` is set by :meth:`stop` and cleared
+    at each start. A job's exception goes to ``on_error`` as one line, never to stdout."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, job: Callable[[], None], *, on_error: Callable[[str], None],
+              on_finish: Callable[[], None] | None = None) -> bool:
+        if self.busy:
+            return False
+        self.cancel.clear()
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001 - shown in the widget; the thread must not die loudly
+                on_error(error_line(exc))
+            finally:
+                if on_finish is not None:
+                    on_finish()
+
+        self._thread = threading.Thread(target=run, name=f"ollama_nb-{self.name}", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the current job; True when none is running any more."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.busy

@@ -1,0 +1,1 @@
+"""What the model actually sees: Go templates, prompt building, tool-call parsing."""

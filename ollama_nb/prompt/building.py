@@ -1,0 +1,141 @@
+"""What the model actually sees: messages + template -> prompt text -> tokens.
+
+Ollama's order of precedence: a request ``template`` (Go syntax), then the model's TEMPLATE
+layer (Go syntax), then the GGUF's Jinja chat template (what current Ollama renders natively),
+then the default ``{{ .Prompt }}``. The Modelfile SYSTEM applies unless the conversation brings
+its own system message; Modelfile MESSAGEs come first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.types import Message, Tool
+from ..base.errors import InvalidRequest, UnsupportedCapability
+from ..models.catalog import ModelSpec
+from ..runtime import Engine, render_jinja_chat
+from .gotemplate import render_prompt
+
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+
+
+def _jinja_message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "type": "function",
+                "id": call.id,
+                "function": {"name": call.function.name, "arguments": call.function.arguments},
+            }
+            for call in m.tool_calls
+        ]
+    if m.tool_name:
+        out["name"] = m.tool_name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def conversation(spec: ModelSpec, messages: list[Message], system: str | None = None) -> list[Message]:
+    """Modelfile MESSAGEs + SYSTEM folded into the request's messages, as Ollama does."""
+    seeded = [Message(**m) for m in spec.messages] + list(messages)
+    if system is not None:
+        seeded = [m for m in seeded if m.role != "system"]
+        return [Message(role="system", content=system)] + seeded if system else seeded
+    if spec.system and not (seeded and seeded[0].role == "system"):
+        return [Message(role="system", content=spec.system)] + seeded
+    return seeded
+
+
+def render_chat(
+    engine: Engine,
+    spec: ModelSpec,
+    messages: list[Message],
+    *,
+    tools: list[Tool] | None = None,
+    template: str | None = None,
+) -> str:
+    """The prompt text for a conversation, with the generation prompt for the next reply."""
+    tool_dicts = [t.to_dict() for t in tools] if tools else None
+    go_template = template or spec.template
+    if go_template is None and spec.chat_template:
+        return render_jinja_chat(
+            spec.chat_template,
+            [_jinja_message(m) for m in messages],
+            tools=tool_dicts,
+            bos_token=engine.bos_text,
+            eos_token=engine.eos_text,
+        )
+    return render_prompt(
+        go_template or DEFAULT_TEMPLATE,
+        messages=[m.to_dict() for m in messages],
+        tools=tool_dicts,
+    )
+
+
+def chat_tokens(
+    engine: Engine,
+    spec: ModelSpec,
+    messages: list[Message],
+    *,
+    tools: list[Tool] | None = None,
+) -> list[int]:
+    text = render_chat(engine, spec, messages, tools=tools)
+    return engine.tokenize(text, add_special=True, parse_special=True)
+
+
+def generate_tokens(
+    engine: Engine,
+    spec: ModelSpec,
+    *,
+    prompt: str,
+    system: str | None,
+    template: str | None,
+    suffix: str | None,
+    raw: bool,
+    context: list[int] | None,
+) -> list[int]:
+    """Tokens for /api/generate: raw text, fill-in-the-middle, or the templated conversation."""
+    if raw:
+        if template or system or context:
+            raise InvalidRequest("raw mode does not support template, system, or context")
+        return engine.tokenize(prompt, add_special=True, parse_special=True)
+    if suffix:
+        return _insert_tokens(engine, spec, prompt, suffix, system, template)
+    user = Message(role="user", content=prompt)
+    if context:
+        # A continuation: the earlier turns are already in ``context``; only the new turn is rendered.
+        turn = ([Message(role="system", content=system)] if system else []) + [user]
+        text = render_chat(engine, spec, turn, template=template)
+        return list(context) + engine.tokenize(text, add_special=False, parse_special=True)
+    text = render_chat(engine, spec, conversation(spec, [user], system), template=template)
+    return engine.tokenize(text, add_special=True, parse_special=True)
+
+
+def _insert_tokens(
+    engine: Engine,
+    spec: ModelSpec,
+    prompt: str,
+    suffix: str,
+    system: str | None,
+    template: str | None,
+) -> list[int]:
+    go_template = template or spec.template
+    if go_template and ".Suffix" in go_template:
+        text = render_prompt(
+            go_template,
+            system=system or spec.system,
+            messages=[{"role": "user", "content": prompt}],
+            suffix=suffix,
+        )
+        return engine.tokenize(text, add_special=True, parse_special=True)
+    fim = engine.fim_tokens()
+    if fim is None:
+        raise UnsupportedCapability(f"{spec.ref.full} does not support insert")
+    pre, suf, mid = fim
+    body = engine.tokenize(prompt, add_special=False, parse_special=False)
+    after = engine.tokenize(suffix, add_special=False, parse_special=False)
+    start = [engine.bos_id] if engine.add_bos and engine.bos_id >= 0 else []
+    return start + [pre] + body + [suf] + after + [mid]
+

@@ -277,7 +277,7 @@ class Engine:
         log.warning("prompt of %d tokens truncated to fit num_ctx=%d", len(prompt), self.n_ctx)
         return prompt[:keep] + prompt[-tail:]
 
-    def _shift_context(self, seq: int, num_keep: int) -> bool:
+    def shift_context(self, seq: int, num_keep: int) -> bool:
         """Drop half of the tokens after ``num_keep`` so generation can go on (Ollama's shift)."""
         cached = self._slots[seq]
         n_past = len(cached)
@@ -291,7 +291,15 @@ class Engine:
         del cached[keep : keep + discard]
         return True
 
-    def _top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
+    @property
+    def vocab(self) -> Any:
+        return self._vocab
+
+    def cached_tokens(self, seq: int) -> int:
+        """How many tokens sequence ``seq`` holds in the KV cache."""
+        return len(self._slots[seq])
+
+    def top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
         import numpy as np
 
         ptr = lib().llama_get_logits_ith(self._ctx, index)

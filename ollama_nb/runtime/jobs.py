@@ -5,10 +5,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .engine import Engine
+
+class ModelView(Protocol):
+    """What building a job may ask of the loaded model (on its worker thread): its vocabulary
+    and the parameters it was loaded with. The engine is one; nothing here names it."""
+
+    n_vocab: int
+    bos_id: int
+    eos_id: int
+    bos_text: str
+    eos_text: str
+    add_bos: bool
+
+    @property
+    def params(self) -> LoadParams: ...
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def fim_tokens(self) -> tuple[int, int, int] | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,7 @@ class GenerationRequest:
     """A request waiting for a sequence: how to build its job (on the worker, where tokenizing
     is safe), where its text goes, its cancel flag, and whom to tell when it ends."""
 
-    prepare: Callable[[Engine], GenerationJob]
+    prepare: Callable[[ModelView], GenerationJob]
     emit: Callable[[TokenPiece], None]
     cancel: threading.Event
     done: Callable[[GenerationResult | BaseException], None]

@@ -6,24 +6,42 @@ from __future__ import annotations
 import codecs
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .jobs import GenerationJob, GenerationRequest, GenerationResult, TokenPiece
 from .library import lib
 from .sampling import build_sampler, first_stop, stop_prefix_len
 
-if TYPE_CHECKING:
-    from .engine import Engine
+
+class SequenceHost(Protocol):
+    """What a sequence needs from the engine whose batch loop decodes it, and nothing more:
+    the engine's bookkeeping stays its own."""
+
+    n_ctx: int
+    n_vocab: int
+
+    @property
+    def vocab(self) -> Any: ...  # the llama_vocab pointer, for the sampler chain
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def piece(self, token: int) -> bytes: ...
+
+    def top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]: ...
+
+    def cached_tokens(self, seq: int) -> int: ...
+
+    def shift_context(self, seq: int, num_keep: int) -> bool: ...
 
 
 class SequenceState:
     """One request decoding in sequence ``seq``: its sampler, stop handling and text state."""
 
     def __init__(
-        self, engine: Engine, seq: int, request: GenerationRequest, job: GenerationJob,
+        self, host: SequenceHost, seq: int, request: GenerationRequest, job: GenerationJob,
         prompt: list[int], reused: int,
     ) -> None:
-        self.engine = engine
+        self.host = host
         self.seq = seq
         self.job = job
         self.emit = request.emit
@@ -32,7 +50,7 @@ class SequenceState:
         self.prompt = prompt
         self.reused = reused
         self.todo = prompt[reused:]
-        self.chain = build_sampler(job, vocab=engine._vocab, n_vocab=engine.n_vocab, n_ctx=engine.n_ctx)
+        self.chain = build_sampler(job, vocab=host.vocab, n_vocab=host.n_vocab, n_ctx=host.n_ctx)
         self.stops = [s for s in job.stop if s]
         self.max_stop = max((len(s) for s in self.stops), default=0)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -57,18 +75,18 @@ class SequenceState:
 
     def accept(self, token: int, index: int) -> None:
         """Handle a sampled token: end of generation, a stop string, or visible text."""
-        engine, job = self.engine, self.job
+        host, job = self.host, self.job
         if self.first_token_ns is None:
             self.first_token_ns = time.perf_counter_ns()
-        if engine.is_eog(token):
+        if host.is_eog(token):
             self.finish("stop")
             return
         self.generated.append(token)
         info = None
         if job.top_logprobs >= 0:
-            lp, top = engine._top_logprobs(index, token, job.top_logprobs)
+            lp, top = host.top_logprobs(index, token, job.top_logprobs)
             info = TokenPiece("", token, lp, top)
-        self.pending += self.decoder.decode(engine.piece(token))
+        self.pending += self.decoder.decode(host.piece(token))
         stops = self.stops
         if stops:
             hit = first_stop(self.pending, stops)
@@ -86,8 +104,8 @@ class SequenceState:
         if 0 <= job.num_predict <= len(self.generated):
             self.finish("length")
             return
-        if len(engine._slots[self.seq]) >= engine.n_ctx:
-            if not (job.shift and engine._shift_context(self.seq, job.num_keep)):
+        if host.cached_tokens(self.seq) >= host.n_ctx:
+            if not (job.shift and host.shift_context(self.seq, job.num_keep)):
                 self.finish("length")
                 return
         self.next_token = token

@@ -121,7 +121,7 @@ def test_llama_cpp_notices_stay_out_of_stderr(models_env, monkeypatch):
     # gemma3 makes llama.cpp log a sliding-window cache notice on every load; in a notebook that
     # would land in the cell's output. It goes to Python logging (DEBUG) instead.
     code = (
-        "from ollama_nb import config, default_manager; config.configure_logging(); "
+        "from ollama_nb import default_manager; from ollama_nb.base import config; config.configure_logging(); "
         f"r = default_manager().generate(model={GEMMA!r}, prompt='Hi', stream=False, "
         "options={'num_predict': 2}); print(r.eval_count)"
     )

@@ -20,19 +20,15 @@ from typing import Any
 from ..api.types import (
     ChatRequest,
     ChatResponse,
-    CpuInfo,
-    DeviceInfo,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbedRequest,
     EmbedResponse,
-    ExtraBuffersInfo,
     GenerateRequest,
     GenerateResponse,
     InfoResponse,
     ListModel,
     ListResponse,
-    LoadedRuntime,
     Logprob,
     Message,
     ModelDetails,
@@ -40,7 +36,6 @@ from ..api.types import (
     ProcessResponse,
     ProgressResponse,
     ShowResponse,
-    ThreadsInfo,
     TokenLogprob,
 )
 from ..base import config
@@ -233,59 +228,10 @@ class ModelManager:
 
     def info(self) -> InfoResponse:
         """What the runtime is doing on this machine, for ``ollama-nb info``, ``%ollama info`` and
-        ``GET /api/info``: the build, its devices, the CPU probe's verdict, the thread count it
-        would use now and how each loaded model really runs. May run the CPU probe (once)."""
-        from importlib.metadata import PackageNotFoundError, version
+        ``GET /api/info`` (see ``manager.info``). May run the CPU probe (once)."""
+        from .info import collect_info
 
-        from ..runtime import build_info, extra_buffers, supports_gpu_offload, threads
-
-        try:
-            own_version = version("ollama_nb")
-        except PackageNotFoundError:
-            own_version = "unknown"
-        decision = extra_buffers.decide()
-        governor = threads.ThreadGovernor()
-        choice = governor.measure_now(0.2)
-        features = build_info.cpu_features()
-        fa = config.flash_attention()
-        kv_names = {v: k for k, v in config.KV_CACHE_TYPES.items()}
-        loaded = [
-            LoadedRuntime(
-                name=r.name.removeprefix("registry.ollama.ai/").removeprefix("library/"),
-                threads=r.threads,
-                automatic_threads=r.runtime.num_thread <= 0,
-                extra_buffers=bool(r.runtime.extra_buffers),
-                flash_attention=r.runtime.flash_attention,
-                kv_cache_type=kv_names.get(r.runtime.kv_cache_type, str(r.runtime.kv_cache_type)),
-                gpu_layers=r.runtime.num_gpu_layers,
-                parallel=r.runtime.num_parallel,
-            )
-            for r in self.scheduler.loaded()
-            if r.runtime is not None
-        ]
-        return InfoResponse(
-            version=own_version,
-            api_version=config.api_version(),
-            library=build_info.library_version(),
-            system_info=build_info.system_info(),
-            backends=build_info.backends(),
-            devices=[DeviceInfo(name=d.name, description=d.description, type=d.kind,
-                                memory_free=d.memory_free, memory_total=d.memory_total)
-                     for d in build_info.devices()],
-            gpu_offload=supports_gpu_offload(),
-            cpu=CpuInfo(model=build_info.cpu.model_name(), cores=threads.usable_cores(),
-                        logical_cpus=len(threads.allowed_cpus()), cpu_quota=threads.cgroup_cpu_limit(),
-                        features=features.compiled, features_missing=features.missing,
-                        build_options=features.options),
-            extra_buffers=ExtraBuffersInfo(enabled=decision.enabled, source=decision.source,
-                                           verdict=decision.verdict, detail=decision.detail,
-                                           types=list(decision.buffer_types)),
-            threads=ThreadsInfo(setting="automatic", threads=choice.threads, cores=choice.cores,
-                                busy_elsewhere=round(choice.busy_elsewhere, 2)),
-            flash_attention="auto" if fa is None else ("on" if fa else "off"),
-            kv_cache_type=config.kv_cache_type(),
-            loaded=loaded,
-        )
+        return collect_info(self.scheduler.loaded())
 
     def load_params(self, spec: ModelSpec, options: dict[str, Any]) -> LoadParams:
         """Ollama's load-time defaults: num_ctx 4096 (capped at the trained context), batch 512,

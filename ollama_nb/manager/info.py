@@ -1,15 +1,80 @@
-"""``info`` as a person reads it: the same sections in ``ollama-nb info`` and ``%ollama info``.
-
-The data is :class:`~ollama_nb.api.types.InfoResponse`, the body of ``GET /api/info``; this
-module only lays it out, in the two-column style of ``ollama show``.
+"""The runtime report: :class:`~ollama_nb.api.types.InfoResponse`, the body of ``GET /api/info``,
+gathered from the runtime, the settings and the loaded models, and laid out for a person (the
+same sections in ``ollama-nb info`` and ``%ollama info``, in the two-column style of ``ollama show``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from ..api.types import (
+    CpuInfo,
+    DeviceInfo,
+    ExtraBuffersInfo,
+    InfoResponse,
+    LoadedRuntime,
+    ThreadsInfo,
+)
+from ..base import config
+from ..runtime import build_info, extra_buffers, supports_gpu_offload, threads
+
 if TYPE_CHECKING:
-    from ..api.types import InfoResponse
+    from ..serving.scheduler import RunnerInfo
+
+
+def collect_info(loaded_runners: Sequence[RunnerInfo]) -> InfoResponse:
+    """What the runtime is doing on this machine, for ``ollama-nb info``, ``%ollama info`` and
+    ``GET /api/info``: the build, its devices, the CPU probe's verdict, the thread count it
+    would use now and how each loaded model really runs. May run the CPU probe (once)."""
+    try:
+        own_version = version("ollama_nb")
+    except PackageNotFoundError:
+        own_version = "unknown"
+    decision = extra_buffers.decide()
+    governor = threads.ThreadGovernor()
+    choice = governor.measure_now(0.2)
+    features = build_info.cpu_features()
+    fa = config.flash_attention()
+    kv_names = {v: k for k, v in config.KV_CACHE_TYPES.items()}
+    loaded = [
+        LoadedRuntime(
+            name=r.name.removeprefix("registry.ollama.ai/").removeprefix("library/"),
+            threads=r.threads,
+            automatic_threads=r.runtime.num_thread <= 0,
+            extra_buffers=bool(r.runtime.extra_buffers),
+            flash_attention=r.runtime.flash_attention,
+            kv_cache_type=kv_names.get(r.runtime.kv_cache_type, str(r.runtime.kv_cache_type)),
+            gpu_layers=r.runtime.num_gpu_layers,
+            parallel=r.runtime.num_parallel,
+        )
+        for r in loaded_runners
+        if r.runtime is not None
+    ]
+    return InfoResponse(
+        version=own_version,
+        api_version=config.api_version(),
+        library=build_info.library_version(),
+        system_info=build_info.system_info(),
+        backends=build_info.backends(),
+        devices=[DeviceInfo(name=d.name, description=d.description, type=d.kind,
+                            memory_free=d.memory_free, memory_total=d.memory_total)
+                 for d in build_info.devices()],
+        gpu_offload=supports_gpu_offload(),
+        cpu=CpuInfo(model=build_info.cpu.model_name(), cores=threads.usable_cores(),
+                    logical_cpus=len(threads.allowed_cpus()), cpu_quota=threads.cgroup_cpu_limit(),
+                    features=features.compiled, features_missing=features.missing,
+                    build_options=features.options),
+        extra_buffers=ExtraBuffersInfo(enabled=decision.enabled, source=decision.source,
+                                       verdict=decision.verdict, detail=decision.detail,
+                                       types=list(decision.buffer_types)),
+        threads=ThreadsInfo(setting="automatic", threads=choice.threads, cores=choice.cores,
+                            busy_elsewhere=round(choice.busy_elsewhere, 2)),
+        flash_attention="auto" if fa is None else ("on" if fa else "off"),
+        kv_cache_type=config.kv_cache_type(),
+        loaded=loaded,
+    )
 
 
 def _gib(n: int) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..api.collect import collect_chat, collect_generate
 from ..api.types import (
     ChatRequest,
     ChatResponse,
@@ -407,7 +408,7 @@ class ModelManager:
         """``/api/generate``: a GenerateResponse, or an iterator of chunks when ``stream``."""
         req = request or GenerateRequest(**fields)
         chunks = self._generate_chunks(req)
-        return chunks if req.stream else _collect_generate(chunks)
+        return chunks if req.stream else collect_generate(chunks)
 
     def _generate_chunks(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
         started = time.perf_counter_ns()
@@ -506,7 +507,7 @@ class ModelManager:
         """``/api/chat``: a ChatResponse, or an iterator of chunks when ``stream``."""
         req = request or ChatRequest(**fields)
         chunks = self._chat_chunks(req)
-        return chunks if req.stream else _collect_chat(chunks)
+        return chunks if req.stream else collect_chat(chunks)
 
     def _chat_chunks(self, req: ChatRequest) -> Iterator[ChatResponse]:
         started = time.perf_counter_ns()
@@ -661,13 +662,13 @@ class ModelManager:
         req = request or GenerateRequest(**fields)
         if req.stream:
             return ChunkPump(lambda: self._generate_chunks(req))
-        return await asyncio.to_thread(lambda: _collect_generate(self._generate_chunks(req)))
+        return await asyncio.to_thread(lambda: collect_generate(self._generate_chunks(req)))
 
     async def achat(self, request: ChatRequest | None = None, /, **fields: Any) -> Any:
         req = request or ChatRequest(**fields)
         if req.stream:
             return ChunkPump(lambda: self._chat_chunks(req))
-        return await asyncio.to_thread(lambda: _collect_chat(self._chat_chunks(req)))
+        return await asyncio.to_thread(lambda: collect_chat(self._chat_chunks(req)))
 
     async def aembed(self, request: EmbedRequest | None = None, /, **fields: Any) -> EmbedResponse:
         return await asyncio.to_thread(self.embed, request, **fields)
@@ -795,33 +796,6 @@ def _metrics(result: GenerationResult, load_ns: int, started: int) -> dict[str, 
 def _renormalise(vector: list[float]) -> list[float]:
     norm = sum(x * x for x in vector) ** 0.5
     return [x / norm for x in vector] if norm else vector
-
-
-def _collect_generate(chunks: Iterator[GenerateResponse]) -> GenerateResponse:
-    parts: list[str] = []
-    logprobs: list[Logprob] = []
-    final: GenerateResponse | None = None
-    for chunk in chunks:
-        parts.append(chunk.response)
-        logprobs.extend(chunk.logprobs or [])
-        final = chunk
-    assert final is not None
-    return final.model_copy(update={"response": "".join(parts), "logprobs": logprobs or None})
-
-
-def _collect_chat(chunks: Iterator[ChatResponse]) -> ChatResponse:
-    parts: list[str] = []
-    calls: list[Any] = []
-    logprobs: list[Logprob] = []
-    final: ChatResponse | None = None
-    for chunk in chunks:
-        parts.append(chunk.message.content)
-        calls.extend(chunk.message.tool_calls or [])
-        logprobs.extend(chunk.logprobs or [])
-        final = chunk
-    assert final is not None
-    message = Message(role="assistant", content="".join(parts), tool_calls=calls or None)
-    return final.model_copy(update={"message": message, "logprobs": logprobs or None})
 
 
 __all__ = ["ModelManager", "OllamaNbError"]

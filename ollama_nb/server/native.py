@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from ..api.collect import collect_chat, collect_generate
 from ..api.types import (
     ChatRequest,
     CopyRequest,
@@ -220,23 +221,19 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
-    from ..manager.core import _collect_generate
-
     req = await decode(request, GenerateRequest)
     manager = _manager(request)
     streamed = req.model_copy(update={"stream": True})  # a stream can be cancelled; collect it here
     return await respond_chunks(request, lambda: manager.generate(streamed),
-                                stream=req.stream, collect=_collect_generate)
+                                stream=req.stream, collect=collect_generate)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    from ..manager.core import _collect_chat
-
     req = await decode(request, ChatRequest)
     manager = _manager(request)
     streamed = req.model_copy(update={"stream": True})
     return await respond_chunks(request, lambda: manager.chat(streamed),
-                                stream=req.stream, collect=_collect_chat)
+                                stream=req.stream, collect=collect_chat)
 
 
 def _embed_not_found(name: str, exc: ModelNotFound) -> ModelNotFound:

@@ -270,7 +270,7 @@ def test_tool_calls(client, tooly):
 
 def test_tool_messages_translate_to_native():
     from ollama_nb.api.openai import chat_request
-    from ollama_nb.api.types import ChatCompletionRequest
+    from ollama_nb.api.openai_types import ChatCompletionRequest
 
     native = chat_request(ChatCompletionRequest.model_validate({"model": "m", "messages": [
         {"role": "developer", "content": "Be brief."},

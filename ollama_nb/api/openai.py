@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from ..base.errors import InvalidRequest, OllamaNbError
 from ..base.refs import DEFAULT_NAMESPACE, ModelRef
-from .types import (
+from .openai_types import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
@@ -46,8 +46,6 @@ from .types import (
     ChatCompletionMessage,
     ChatCompletionRequest,
     ChatDelta,
-    ChatRequest,
-    ChatResponse,
     ChoiceLogprobs,
     Completion,
     CompletionChoice,
@@ -57,13 +55,6 @@ from .types import (
     EmbeddingList,
     EmbeddingRequest,
     EmbeddingUsage,
-    EmbedRequest,
-    EmbedResponse,
-    GenerateRequest,
-    GenerateResponse,
-    ListResponse,
-    Logprob,
-    Message,
     ModelList,
     OpenAIError,
     OpenAIErrorDetail,
@@ -71,11 +62,22 @@ from .types import (
     OpenAIModelCard,
     OpenAIShape,
     OpenAIToolCall,
+    Usage,
+)
+from .types import (
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ListResponse,
+    Logprob,
+    Message,
     ShowResponse,
     TokenLogprob,
     ToolCall,
     ToolCallFunction,
-    Usage,
 )
 
 __all__ = [

@@ -36,7 +36,12 @@ from ..api.openai import (
     new_id,
     parse_body,
 )
-from ..api.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, OpenAIShape
+from ..api.openai_types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    OpenAIShape,
+)
 from .keys import MANAGER
 
 __all__ = ["setup_openai"]

@@ -247,8 +247,9 @@ def _buffer_types_of_a_load(manager: object, name: str, caplog: pytest.LogCaptur
     with caplog.at_level(logging.DEBUG, logger="ollama_nb.llama_cpp"):
         caplog.clear()
         engine = Engine(manager.spec(name).model_path, LoadParams(num_ctx=1024))
-    types = {r.getMessage().split(":", 1)[-1].split("model buffer size")[0].strip()
-             for r in caplog.records if "model buffer size" in r.getMessage()}
+    from ollama_nb.runtime.probe_child import model_buffer_type
+
+    types = {model_buffer_type(r.getMessage()) for r in caplog.records} - {None}
     return engine, types
 
 

@@ -91,10 +91,10 @@ class Engine:
             decision = extra_buffers.decide()
             extra_buffers.check_loadable(decision)
             params = dataclasses.replace(params, extra_buffers=decision.enabled)
-        self.params = params
         # Threads: a fixed num_thread, or a governor that follows the machine (runtime.threads);
-        # its first measurement spans the load.
-        self.governor = ThreadGovernor() if params.num_thread <= 0 else None
+        # its first measurement spans the load, which starts with one thread per core.
+        requested_threads = params.num_thread
+        self.governor = ThreadGovernor() if requested_threads <= 0 else None
         if self.governor is not None:
             self.governor.begin()
             params = dataclasses.replace(params, num_thread=self.governor.cores)
@@ -105,7 +105,7 @@ class Engine:
             self._llm, loaded = self._create(model_path, params, parallel)
         except (ValueError, RuntimeError, OSError) as exc:
             raise CorruptModel(model_path, f"llama.cpp could not load it ({exc})") from exc
-        self.params = dataclasses.replace(loaded, num_thread=self.params.num_thread)
+        self.params = dataclasses.replace(loaded, num_thread=requested_threads)  # 0 stays "automatic"
         for extra in params.adapters[1:]:
             self._add_adapter(extra)
         self.load_duration_ns = time.perf_counter_ns() - started

@@ -30,9 +30,9 @@ def _decode(lc: Any, model_path: Path, *, extra_buffers: bool, threads: int) -> 
 
     class BufferTypes(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            text = record.getMessage()
-            if "model buffer size" in text:  # "load_tensors:   CPU_REPACK model buffer size = ..."
-                buffers.append(text.split(":", 1)[-1].split("model buffer size")[0].strip())
+            kind = model_buffer_type(record.getMessage())
+            if kind is not None:
+                buffers.append(kind)
 
     native = logging.getLogger("ollama_nb.llama_cpp")
     handler = BufferTypes()
@@ -109,6 +109,14 @@ def child_main() -> int:
     print(json.dumps({"pass": "extra", "buffers": extra_types(buffers),
                       "difference": _largest_difference(baseline, fast)}), flush=True)
     return 0
+
+
+def model_buffer_type(message: str) -> str | None:
+    """The buffer type a llama.cpp load line names ("load_tensors:   CPU_REPACK model buffer size
+    = 0.33 MiB" -> "CPU_REPACK"), None for any other line."""
+    if "model buffer size" not in message:
+        return None
+    return message.split(":", 1)[-1].split("model buffer size")[0].strip()
 
 
 def extra_types(buffers: Sequence[str]) -> list[str]:

@@ -205,7 +205,7 @@ def test_a_kernel_interrupt_stops_a_streaming_chat_and_keeps_the_partial_reply(
 
     # generation really stopped: the manager's record of the request is a cancel, far short
     # of num_predict (the worker let go of the sequence before the cell ended)
-    records = _value(kc, "[(r.endpoint, r.model, r.done_reason, r.eval_count) for r in _records]")
+    records = _value(kc, "[(r.endpoint, r.model, r.done_reason, r.timings.eval_count) for r in _records]")
     assert len(records) == 2, records  # the warm-up, then the interrupted chat
     endpoint, model, done_reason, eval_count = records[1]
     assert (endpoint, model, done_reason) == ("chat", SMOLLM, "cancel")
@@ -242,12 +242,12 @@ def test_a_kernel_interrupt_stops_a_streaming_chat_and_keeps_the_partial_reply(
         kc, f"%%chat --session story {_options(num_predict=4)} -o _after\nGo on, briefly."
     )
     assert not [m for m in messages if m["msg_type"] == "error"]
-    after = _value(kc, "[_after.interrupted, _after.done_reason, _after.eval_count, _after.text]")
+    after = _value(kc, "[_after.interrupted, _after.done_reason, _after.timings.eval_count, _after.text]")
     assert after[:3] == [False, "length", 4] and after[3]
     last = [m for m in messages if m["msg_type"] in DISPLAYS][-1]["content"]
     assert last["metadata"]["ollama_nb"]["interrupted"] is False
     turns = _value(kc, "[(t.reply, t.interrupted) for t in _magics.sessions.get('story').turns]")
     assert turns == [[partial, True], [after[3], False]]
-    records = _value(kc, "[(r.done_reason, r.eval_count) for r in _records]")
+    records = _value(kc, "[(r.done_reason, r.timings.eval_count) for r in _records]")
     assert records[1:] == [["cancel", eval_count], ["length", 4]]  # no late tokens, no stray record
     assert km.is_alive()

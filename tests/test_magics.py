@@ -115,7 +115,7 @@ def test_chat_streams_into_one_display_and_ends_as_markdown(shell: Any, magics: 
     assert final["data"]["text/markdown"] == reply.text and reply.text.startswith(streamed[0])
     meta = final["metadata"]["ollama_nb"]
     assert meta["model"] == SMOLLM and meta["eval_count"] == 12 and meta["done_reason"] == "length"
-    assert meta["tokens_per_s"] > 0 and meta["total_duration"] > 0
+    assert meta["tokens_per_second"] > 0 and meta["total_duration"] > 0
 
 
 def test_output_variable_holds_text_model_and_timings(shell: Any, magics: Any) -> None:
@@ -123,8 +123,9 @@ def test_output_variable_holds_text_model_and_timings(shell: Any, magics: Any) -
     assert result is None  # markdown replies are displayed, not returned
     r = shell.user_ns["r"]
     assert r.model == SMOLLM and r.session == "other" and r.prompt == "Name a fruit."
-    assert r.text and r.eval_count == 6 and r.prompt_eval_count > 0
-    assert r.total_duration >= r.eval_duration > 0 and r.ttft_s > 0 and r.tokens_per_s > 0
+    t = r.timings
+    assert r.text and t.eval_count == 6 and t.prompt_eval_count > 0
+    assert t.total_duration >= t.eval_duration > 0 and t.ttft_s > 0 and t.tokens_per_second > 0
     assert r.metadata()["ollama_nb"]["session"] == "other"
     bundle, meta = r._repr_mimebundle_()
     assert bundle["text/markdown"] == r.text and meta["ollama_nb"]["eval_count"] == 6
@@ -145,9 +146,9 @@ def test_memory_across_cells_reuses_the_kv_cache(shell: Any, magics: Any, manage
     sent = recorder.chats[-1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[0]["content"] == first and sent[1]["content"] == r1.text
-    assert r1.prompt_eval_count > 60  # the long first turn was evaluated
+    assert r1.timings.prompt_eval_count > 60  # the long first turn was evaluated
     # turn 2's prompt holds all of turn 1, but only its own new tokens were evaluated
-    assert 0 < r2.prompt_eval_count < r1.prompt_eval_count // 2
+    assert 0 < r2.timings.prompt_eval_count < r1.timings.prompt_eval_count // 2
     turns = magics.sessions.get("kv").turns
     assert [t.prompt for t in turns] == [first, "What is my name?"]
 
@@ -207,7 +208,7 @@ def test_generate_raw_on_the_base_model(shell: Any, magics: Any) -> None:
     shell.run_cell_magic("generate", f"-m {GEMMA} --raw {opts(num_predict=8)} -o g", "The capital of France is")
     g = shell.user_ns["g"]
     assert g.kind == "generate" and g.model == GEMMA and g.text.strip()
-    assert g.eval_count == 8 and g.prompt_eval_count <= 8  # raw: just the prompt's own tokens
+    assert g.timings.eval_count == 8 and g.timings.prompt_eval_count <= 8  # raw: just the prompt's own tokens
     final = outputs(shell)[-1]
     assert final["data"] == {"text/plain": g.text}  # completions show as text by default
     assert len(magics.sessions) == 0  # %%generate keeps no conversation
@@ -261,7 +262,7 @@ def test_kernel_interrupt_keeps_the_partial_reply(shell: Any, magics: Any, manag
     shell.display_pub = CapturingDisplayPublisher()
     shell.run_cell_magic("chat", f"--session story {opts(num_predict=4)} -o after", "Go on.")
     after = shell.user_ns["after"]
-    assert not after.interrupted and after.eval_count == 4
+    assert not after.interrupted and after.timings.eval_count == 4
     assert len(magics.sessions.get("story").turns) == 2
 
 
@@ -388,7 +389,7 @@ def test_serve_connect_and_unload_ext(shell: Any, magics: Any, manager: Any, cap
         assert {SMOLLM, GEMMA} <= set(shell.run_line_magic("ollama", "list")["name"])
         shell.run_cell_magic("chat", f"-m {SMOLLM} {opts(num_predict=6)} -o remote", "Say hi")
         remote = shell.user_ns["remote"]
-        assert remote.eval_count == 6 and len(outputs(shell)) >= 4  # streamed over HTTP too
+        assert remote.timings.eval_count == 6 and len(outputs(shell)) >= 4  # streamed over HTTP too
         shell.run_cell_magic("chat", f"-m nosuchmodel:1b {opts()}", "hi")
         assert "`%ollama pull nosuchmodel:1b`" in capsys.readouterr().err
         shell.run_line_magic("ollama", "connect --local")
@@ -422,7 +423,7 @@ def test_in_a_real_kernel(models_env: Path) -> None:
         "%load_ext ollama_nb",
         f"%%chat -m {SMOLLM} {opts(num_predict=4)} -o r\nSay hi",
         "%%chat -m nosuchmodel:1b\nhi",
-        "print(r.eval_count, r.model)",
+        "print(r.timings.eval_count, r.model)",
         "from ollama_nb.notebook.widgets import ChatPanel\nChatPanel()",
     )]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()

@@ -8,6 +8,7 @@ import json
 import re
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,8 +17,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from ollama_nb.base.timings import Timings
 from ollama_nb.manager.records import RequestRecord
-from ollama_nb.observe.metrics import COLUMNS, MetricsRecorder
+from ollama_nb.observe.metrics import COLUMNS, MetricsRecorder, row_of
 from ollama_nb.observe.plots import PLOT_NAMES
 
 from .conftest import SMOLLM
@@ -103,7 +105,7 @@ def test_prometheus_counters_and_api_rows_match_the_requests(server, client):
     assert [r["prompt_eval_count"] for r in rows] == [u.prompt_tokens for _, u in done]
     assert all(r["model"] == SMOLLM for r in rows)
     assert [r["seq"] for r in rows] == list(range(since + 1, since + 6)) and new["last_seq"] == since + 5
-    assert rows[0]["tokens_per_second"] > 0 and rows[0]["ttft_ns"] > 0 and rows[-1]["ttft_ns"] is None
+    assert rows[0]["tokens_per_second"] > 0 and rows[0]["ttft_s"] > 0 and rows[-1]["ttft_s"] is None
     assert any(m["model"] == SMOLLM and m["requests"] >= 5 for m in new["models"])
     assert api_metrics(server.url, new["last_seq"])["records"] == []
 
@@ -136,6 +138,20 @@ def test_dashboard_page_uses_only_relative_urls_that_work(server):
     asyncio.run(each_url_answers())
     status, headers, _ = get(server.url + "/dashboard/")
     assert status == 302 and headers["Location"] == "../dashboard"  # relative: keeps any prefix
+
+
+def test_dashboard_page_is_the_packaged_static_file(server):
+    from ollama_nb.server import dashboard
+
+    status, headers, body = get(server.url + "/dashboard")
+    page = (Path(dashboard.__file__).parent / "static" / "dashboard.html").read_bytes()
+    assert status == 200 and body == page and page.startswith(b"<!DOCTYPE html>")
+    assert b'content: "\\25CF "' in page  # the CSS escape arrives as written, one backslash
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Content-Security-Policy"] == (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'")
 
 
 async def _next_event(res: aiohttp.ClientResponse) -> tuple[str | None, str | None, Any]:
@@ -212,7 +228,7 @@ def test_a_stream_the_client_abandons_is_a_cancel_row(server):
         rows = api_metrics(server.url, since)["records"]
         time.sleep(0.05)
     assert [(r["endpoint"], r["done_reason"]) for r in rows] == [("generate", "cancel")]
-    assert 1 <= rows[0]["eval_count"] < 400 and rows[0]["ttft_ns"] > 0
+    assert 1 <= rows[0]["eval_count"] < 400 and rows[0]["ttft_s"] > 0
 
 
 # ---- the app's lifecycle ---------------------------------------------------------------------
@@ -270,16 +286,92 @@ def test_stopping_the_server_ends_open_event_streams_cleanly(manager):
     assert body.startswith(b"retry: ")
 
 
+PING = b": ping\n\n"
+
+
+async def _read_until(res: aiohttp.ClientResponse, marker: bytes) -> bytes:
+    """The raw stream up to and including the first ``marker``."""
+    seen = b""
+    while marker not in seen:
+        line = await res.content.readline()
+        assert line, f"the stream ended before {marker!r}: {seen!r}"
+        seen += line
+    return seen
+
+
+def test_event_stream_wire_format_pings_and_resume(manager, monkeypatch):
+    """The exact bytes: ``retry``, then the records above ``since`` (``Last-Event-ID`` wins over
+    ``?since=``), ``: ping`` comments every heartbeat, and new records as they finish."""
+    from ollama_nb.server import dashboard
+    from ollama_nb.server.keys import METRICS
+
+    monkeypatch.setattr(dashboard, "_HEARTBEAT_S", 0.05)
+    app = build_app(manager)
+    recorder = app[METRICS]
+    first = recorder.last_seq
+    for i in range(3):
+        recorder.record(_record(i))
+
+    def event(seq: int) -> bytes:
+        row = json.dumps(row_of(seq, recorder.records(seq - 1)[0]), separators=(",", ":"))
+        return f"id: {seq}\nevent: record\ndata: {row}\n\n".encode()
+
+    with serve_in_thread(app) as srv:
+        async def go() -> tuple[Any, bytes, bytes, bytes]:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                async with session.get(f"{srv.url}/dashboard/events?since={first + 1}") as res:
+                    head = await _read_until(res, event(first + 3))
+                    head += await _read_until(res, PING)  # idle now: the heartbeat
+                    recorder.record(_record(3))  # any thread may record
+                    live = await _read_until(res, event(first + 4))
+                async with session.get(f"{srv.url}/dashboard/events?since=0",
+                                       headers={"Last-Event-ID": str(first + 3)}) as again:
+                    resumed = await _read_until(again, event(first + 4))
+                return res.headers, head, live, resumed
+
+        headers, head, live, resumed = asyncio.run(go())
+    assert headers["Content-Type"] == "text/event-stream"
+    assert headers["Cache-Control"] == "no-cache" and headers["X-Accel-Buffering"] == "no"
+    assert head.endswith(PING) and b"\r" not in head + live + resumed
+    assert head.replace(PING, b"") == b"retry: 2000\n\n" + event(first + 2) + event(first + 3)
+    assert live.replace(PING, b"") == event(first + 4)
+    assert resumed.replace(PING, b"") == b"retry: 2000\n\n" + event(first + 4)
+
+
+def test_an_event_stream_the_client_leaves_is_ended(manager, monkeypatch):
+    """Without handler cancellation (this runner has none) a failed ping is what ends the
+    stream: its subscription to the recorder goes away."""
+    from ollama_nb.server import dashboard
+    from ollama_nb.server.keys import METRICS
+
+    monkeypatch.setattr(dashboard, "_HEARTBEAT_S", 0.05)
+    app = build_app(manager)
+    streams = app[dashboard._STREAMS]
+    with serve_in_thread(app) as srv:
+        async def open_and_leave() -> None:
+            async with aiohttp.ClientSession() as session, session.get(srv.url + "/dashboard/events") as res:
+                assert await res.content.readline() == b"retry: 2000\n"
+                assert len(streams) == 1
+
+        asyncio.run(open_and_leave())
+        deadline = time.monotonic() + 20  # generous: a few ping periods suffice
+        while streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not streams
+        app[METRICS].record(_record(0))  # nobody listening: nothing to deliver, nothing raised
+
+
 # ---- the recorder and the plots without a server ---------------------------------------------
 
 
 def _record(i: int, model: str = SMOLLM, **fields: Any) -> RequestRecord:
-    base: dict[str, Any] = {
-        "endpoint": "chat", "model": model, "started_at": time.time() + i, "total_ns": 10**9,
-        "load_ns": 10**6, "ttft_ns": 2 * 10**8, "prompt_eval_count": 10, "prompt_eval_ns": 10**8,
-        "eval_count": 20, "eval_ns": 4 * 10**8, "done_reason": "stop",
+    endpoint, done_reason = fields.pop("endpoint", "chat"), fields.pop("done_reason", "stop")
+    timings: dict[str, Any] = {
+        "total_duration": 10**9, "load_duration": 10**6, "ttft_duration": 2 * 10**8, "prompt_eval_count": 10,
+        "prompt_eval_duration": 10**8, "eval_count": 20, "eval_duration": 4 * 10**8,
     }
-    return RequestRecord(**{**base, **fields})
+    return RequestRecord(endpoint=endpoint, model=model, started_at=time.time() + i,
+                         timings=Timings(**{**timings, **fields}), done_reason=done_reason)
 
 
 def test_ring_buffer_is_bounded_but_counters_keep_counting():
@@ -289,7 +381,7 @@ def test_ring_buffer_is_bounded_but_counters_keep_counting():
     for i in range(5):
         recorder.record(_record(i))
     unsubscribe()
-    recorder.record(_record(5, endpoint="embed", eval_count=0, eval_ns=0, ttft_ns=None))
+    recorder.record(_record(5, endpoint="embed", eval_count=0, eval_duration=0, ttft_duration=None))
     assert seen == [1, 2, 3, 4, 5]
     assert [row["seq"] for row in recorder.rows()] == [4, 5, 6] and recorder.last_seq == 6
     assert [row["seq"] for row in recorder.rows(since=5)] == [6]
@@ -316,7 +408,7 @@ def test_plots_render_with_and_without_data():
     assert list(empty.to_dataframe().columns) == list(COLUMNS)
     full = MetricsRecorder()
     for i in range(6):
-        full.record(_record(i, model=("a:1", "b:2")[i % 2], load_ns=10**9 if i < 2 else 0))
+        full.record(_record(i, model=("a:1", "b:2")[i % 2], load_duration=10**9 if i < 2 else 0))
     for name in PLOT_NAMES:
         assert render_png(name, empty).startswith(PNG_MAGIC)
         assert render_png(name, full.to_dataframe()).startswith(PNG_MAGIC)

@@ -10,6 +10,7 @@ import pytest
 
 import ollama_nb
 from ollama_nb.api.types import ChatResponse, EmbedResponse, GenerateResponse
+from ollama_nb.base.timings import COLUMNS as TIMING_COLUMNS
 from ollama_nb.notebook import connection as backend
 
 from .conftest import GEMMA, SMOLLM
@@ -62,11 +63,12 @@ def test_embed(current: Any) -> None:
 def test_compare_returns_one_row_per_model_and_prompt(current: Any) -> None:
     prompts = ["Name a colour.", "Name an animal."]
     df = ollama_nb.compare([SMOLLM, GEMMA], prompts, options={**GREEDY, "num_predict": 6})
-    assert list(df.columns) == ["model", "prompt", "reply", "eval_count", "tokens_per_s", "ttft_s",
-                                "load_s", "prompt_eval_count", "total_s"]
+    assert list(df.columns) == ["model", "prompt", "reply", *TIMING_COLUMNS]
+    assert {"eval_count", "tokens_per_second", "ttft_s", "load_s", "queue_s", "total_s"} <= set(df.columns)
     assert list(zip(df["prompt"], df["model"])) == [(p, m) for p in prompts for m in (SMOLLM, GEMMA)]
     assert (df["eval_count"] == 6).all() and df["reply"].str.len().gt(0).all()
-    assert (df["tokens_per_s"] > 0).all() and (df["prompt_eval_count"] > 0).all()
+    assert (df["tokens_per_second"] > 0).all() and (df["prompt_eval_count"] > 0).all()
+    assert (df["total_s"] >= df["eval_s"] + df["prompt_eval_s"]).all() and (df["queue_s"] >= 0).all()
     assert (df["total_s"] >= df["ttft_s"]).all() and (df["ttft_s"] > 0).all() and (df["load_s"] >= 0).all()
     direct = ollama_nb.chat(SMOLLM, "Name a colour.", options={**GREEDY, "num_predict": 6})
     assert df.iloc[0]["reply"] == direct.message.content  # the same reply a plain chat gives
@@ -83,10 +85,10 @@ def test_comparison_plots(current: Any) -> None:
     from ollama_nb.observe import plots
 
     df = ollama_nb.compare([SMOLLM, GEMMA], ["Hi", "Bye"], options={**GREEDY, "num_predict": 3})
-    fig = plots.compare_figure(df, "tokens_per_s")
+    fig = plots.compare_figure(df, "tokens_per_second")
     bars = fig.axes[0].patches
     assert len(bars) == 4
-    assert sorted(round(b.get_height(), 6) for b in bars) == sorted(round(v, 6) for v in df["tokens_per_s"])
+    assert sorted(round(b.get_height(), 6) for b in bars) == sorted(round(v, 6) for v in df["tokens_per_second"])
     timing = plots.compare_timings(df)
     assert len(timing.axes[0].patches) == 3 * len(df)  # load, prompt, generation per reply
     with pytest.raises(ValueError, match="unknown metric"):

@@ -158,7 +158,7 @@ def test_01_quickstart(run_notebook: Any) -> None:
         assert first.strip() and second.strip()
         assert meta1["model"] == meta2["model"] == SMOLLM
         assert meta1["session"] == meta2["session"] == "default"
-        assert meta2["eval_count"] > 0 and meta2["tokens_per_s"] > 0
+        assert meta2["eval_count"] > 0 and meta2["tokens_per_second"] > 0
         # "And how do they form?" names no subject: an answer about black holes needs the first turn.
         assert "black hole" in second.lower()
         history = run.stdout("check-history")
@@ -198,7 +198,7 @@ def test_02_chat_panel(run_notebook: Any) -> None:
             "panel.send.click()\n"
             "assert panel.wait(180)\n"
             "r = panel.last_result\n"
-            "print(json.dumps({'text': r.text, 'eval_count': r.eval_count, 'tps': r.tokens_per_s,\n"
+            "print(json.dumps({'text': r.text, 'eval_count': r.timings.eval_count, 'tps': r.timings.tokens_per_second,\n"
             "                  'children': len(panel.transcript.children), 'stats': panel.transcript.children[2].value}))"
         )
         assert seen["text"].strip() and seen["eval_count"] > 0 and seen["tps"] > 0
@@ -214,7 +214,7 @@ def test_03_model_comparison(run_notebook: Any) -> None:
             "import json\n"
             "print(json.dumps({'rows': len(df), 'models': sorted(set(df['model'])), 'prompts': len(set(df['prompt'])),\n"
             "                  'pairs': len(set(zip(df['model'], df['prompt']))), 'n_prompts': len(prompts),\n"
-            "                  'tps_positive': bool((df['tokens_per_s'] > 0).all()),\n"
+            "                  'tps_positive': bool((df['tokens_per_second'] > 0).all()),\n"
             "                  'tokens_positive': bool((df['eval_count'] > 0).all()),\n"
             "                  'replies': bool(df['reply'].str.strip().str.len().gt(0).all()),\n"
             "                  'summary_index': sorted(summary.index)}))"
@@ -224,7 +224,7 @@ def test_03_model_comparison(run_notebook: Any) -> None:
         assert facts["rows"] == facts["pairs"] == 2 * n and facts["models"] == sorted([SMOLLM, GEMMA])
         assert facts["tps_positive"] and facts["tokens_positive"] and facts["replies"]
         assert facts["summary_index"] == sorted([SMOLLM, GEMMA])
-        assert "tokens_per_s" in run.result("check-summary")["text/plain"]
+        assert "tokens_per_second" in run.result("check-summary")["text/plain"]
         pngs = png_outputs(run, "check-plot")
         assert len(pngs) == 3 and all(p.startswith(PNG_MAGIC) for p in pngs)
 

@@ -103,15 +103,17 @@ def test_observers_get_one_record_per_request(fresh):
     fresh.chat(model=SMOLLM, messages=[{"role": "user", "content": "Hi"}], stream=False, options={"num_predict": 3})
     fresh.embed(model=SMOLLM, input=["a", "b"])
     assert [r.endpoint for r in records] == ["generate", "chat", "embed"]
-    gen = records[0]
+    gen = records[0].timings
     final = chunks[-1]
-    assert gen.model == SMOLLM and gen.eval_count == final.eval_count == 5
-    assert gen.eval_ns == final.eval_duration and gen.total_ns == final.total_duration
-    assert gen.ttft_ns is not None and 0 < gen.ttft_ns <= gen.total_ns
+    assert final.timings is gen  # one value per reply: the record holds the reply's own
+    assert records[0].model == SMOLLM and gen.eval_count == final.eval_count == 5
+    assert gen.eval_duration == final.eval_duration and gen.total_duration == final.total_duration
+    assert gen.ttft_duration is not None and 0 < gen.ttft_duration <= gen.total_duration
     assert gen.tokens_per_second and gen.tokens_per_second > 0
-    assert records[2].prompt_eval_count > 0 and records[2].ttft_ns is None
-    row = gen.as_row()
+    assert records[2].timings.prompt_eval_count > 0 and records[2].timings.ttft_duration is None
+    row = records[0].as_row()
     assert row["tokens_per_second"] == gen.tokens_per_second and row["done_reason"] == "length"
+    assert row["eval_s"] == gen.eval_duration / 1e9
 
 
 def test_a_failing_observer_does_not_fail_the_request(fresh):
@@ -139,9 +141,9 @@ def test_max_queue_refuses_with_ollamas_503(fresh, monkeypatch):
     )
     waiter.start()
     deadline = time.monotonic() + 10
-    while fresh._waiting < 1 and time.monotonic() < deadline:
+    while fresh.scheduler.admission.waiting < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert fresh._waiting == 1
+    assert fresh.scheduler.admission.waiting == 1
     with pytest.raises(ServerBusy) as refused:
         list(fresh.generate(model=SMOLLM, prompt="Hi", stream=True, options={"num_predict": 2}))
     assert refused.value.status == 503
@@ -149,7 +151,7 @@ def test_max_queue_refuses_with_ollamas_503(fresh, monkeypatch):
     running.close()  # cancels the first; the waiting one then runs to completion
     waiter.join(30)
     assert waiting_result and waiting_result[0].eval_count == 2
-    assert fresh._waiting == 0
+    assert fresh.scheduler.admission.waiting == 0
 
 
 def test_a_stream_the_consumer_closes_is_recorded_as_cancel(fresh):
@@ -161,15 +163,16 @@ def test_a_stream_the_consumer_closes_is_recorded_as_cancel(fresh):
     assert not any(c.done for c in got)
     gen.close()
     assert [(r.endpoint, r.done_reason) for r in records] == [("generate", "cancel")]
-    left = records[0]
-    assert left.model == SMOLLM and 3 <= left.eval_count < 400  # the tokens produced so far
-    assert left.prompt_eval_count > 0 and left.ttft_ns is not None and 0 < left.ttft_ns <= left.total_ns
+    left = records[0].timings
+    assert records[0].model == SMOLLM and 3 <= left.eval_count < 400  # the tokens produced so far
+    assert left.prompt_eval_count > 0 and left.ttft_duration is not None
+    assert 0 < left.ttft_duration <= left.total_duration
     chat = fresh.chat(model=SMOLLM, messages=[{"role": "user", "content": "Tell me a long story."}],
                       stream=True, options=opts)
     next(chat)
     chat.close()
     assert [(r.endpoint, r.done_reason) for r in records][1:] == [("chat", "cancel")]
-    assert 1 <= records[1].eval_count < 400
+    assert 1 <= records[1].timings.eval_count < 400
     # a stream read to the end is one record, not two; and the model is free for the next request
     list(fresh.generate(model=SMOLLM, prompt="Hi", stream=True, options={"num_predict": 2}))
     assert [r.done_reason for r in records][2:] == ["length"]
@@ -224,7 +227,7 @@ def test_a_second_interrupt_still_waits_for_the_worker_to_let_go() -> None:
     model is released (the second KeyboardInterrupt lands in that wait)."""
     import threading
 
-    from ollama_nb.manager.core import _wait_through_interrupts
+    from ollama_nb.manager.pipeline import _wait_through_interrupts
 
     class InterruptedOnce(threading.Event):
         def __init__(self) -> None:

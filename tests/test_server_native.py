@@ -466,7 +466,7 @@ def test_two_models_stream_at_the_same_time(live):
 def test_queue_full_is_503_and_requests_run_in_arrival_order(live, monkeypatch):
     monkeypatch.setenv("OLLAMA_MAX_QUEUE", "2")
     order: list[tuple[str | None, int]] = []
-    live.manager.observers.append(lambda record: order.append((record.done_reason, record.eval_count)))
+    live.manager.observers.append(lambda record: order.append((record.done_reason, record.timings.eval_count)))
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -476,7 +476,7 @@ def test_queue_full_is_503_and_requests_run_in_arrival_order(live, monkeypatch):
                 body = {"model": SMOLLM, "prompt": "Hi", "stream": False,
                         "options": {"temperature": 0, "num_predict": n}}
                 waiting.append(asyncio.ensure_future(session.post(live.url + "/api/generate", json=body)))
-                await asyncio.to_thread(wait_for, lambda k=k: live.manager._waiting == k)
+                await asyncio.to_thread(wait_for, lambda k=k: live.manager.scheduler.admission.waiting == k)
             refused = await session.post(live.url + "/api/generate",
                                          json={"model": SMOLLM, "prompt": "Hi", "options": FAST})
             refusal = (refused.status, await refused.json())

@@ -55,7 +55,7 @@ def test_chat_panel_streams_a_reply_and_continues_the_conversation(manager: Any)
     panel.send.click()
     assert panel.wait(120)
     result = panel.last_result
-    assert result is not None and result.eval_count == 10 and not result.interrupted
+    assert result is not None and result.timings.eval_count == 10 and not result.interrupted
     user, reply, stats = panel.transcript.children
     assert text_of(user) == "**You:** Say hi"
     assert text_of(reply) == f"**{SMOLLM}:** {result.text}"
@@ -85,7 +85,7 @@ def test_chat_panel_stop_ends_the_reply_and_keeps_the_partial_text(manager: Any)
     panel.stop.click()
     assert panel.wait(60)
     result = panel.last_result
-    assert result.interrupted and result.text and result.eval_count is None
+    assert result.interrupted and result.text and result.timings is None
     turn = panel.session.turns[-1]
     assert turn.interrupted and turn.reply == result.text
     assert text_of(reply).endswith("*[stopped]*")
@@ -153,7 +153,7 @@ def test_comparison_view_fills_a_row_per_model(manager: Any) -> None:
     assert view.wait(120)
     frame = view.frame()
     assert list(frame["model"]) == [SMOLLM, GEMMA]
-    assert (frame["eval_count"] == 6).all() and (frame["tokens_per_s"] > 0).all()
+    assert (frame["eval_count"] == 6).all() and (frame["tokens_per_second"] > 0).all()
     assert (frame["prompt"] == "Name a colour.").all()
     columns = view.columns.children
     assert len(columns) == 2
@@ -178,7 +178,7 @@ def test_chat_panel_works_while_the_server_serves_another_client(manager: Any) -
         panel = ChatPanel(manager, model=SMOLLM, options={**GREEDY, "num_predict": 6}, interval=0)
         assert panel.submit("Say hi") and panel.wait(120)
         reader.join(120)
-    assert panel.last_result.eval_count == 6 and not panel.last_result.interrupted
+    assert panel.last_result.timings.eval_count == 6 and not panel.last_result.interrupted
     assert remote[-1].done and remote[-1].eval_count == 24
 
 

@@ -11,21 +11,14 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from ..base.timings import OLLAMA_FIELDS, Timings
 
 Role = Literal["system", "user", "assistant", "tool"]
 DoneReason = Literal["stop", "length", "load", "unload"]
 
-#: Ollama's timing fields, in the order its final chunk lists them (nanoseconds and counts).
-TIMING_FIELDS = (
-    "total_duration",
-    "load_duration",
-    "prompt_eval_count",
-    "prompt_eval_duration",
-    "eval_count",
-    "eval_duration",
-)
-_OMIT_WHEN_ZERO = frozenset(TIMING_FIELDS)
+_OMIT_WHEN_ZERO = frozenset(OLLAMA_FIELDS)
 
 
 def now_rfc3339() -> str:
@@ -100,7 +93,30 @@ class Logprob(TokenLogprob):
     top_logprobs: list[TokenLogprob] | None = None
 
 
-class Metrics(ApiModel):
+class TimedReply(ApiModel):
+    """A reply that carries the one :class:`~ollama_nb.base.timings.Timings` of its request.
+
+    In the process that made it, :attr:`timings` is the manager's own object, the one its request
+    record and its notebook result hold too; a reply read off the wire gets one rebuilt from its
+    Ollama fields. Either way the JSON fields are read off the value, never copied by hand.
+    """
+
+    _timings: Timings | None = PrivateAttr(default=None)
+
+    @classmethod
+    def finished(cls, timings: Timings, **fields: Any) -> Any:
+        """The final reply of a request, its Ollama timing fields taken from ``timings``."""
+        names = cls.model_fields.keys()
+        reply = cls(**fields, **{k: v for k, v in timings.ollama_fields().items() if k in names})
+        reply._timings = timings
+        return reply
+
+    @property
+    def timings(self) -> Timings:
+        return self._timings if self._timings is not None else Timings.from_ollama(self)
+
+
+class Metrics(TimedReply):
     """Timing fields in nanoseconds, named as Ollama names them."""
 
     total_duration: int | None = None
@@ -245,7 +261,7 @@ class ChatResponse(Metrics):
     logprobs: list[Logprob] | None = None
 
 
-class EmbedResponse(ApiModel):
+class EmbedResponse(TimedReply):
     model: str
     embeddings: list[list[float]] = Field(default_factory=list)
     total_duration: int | None = None

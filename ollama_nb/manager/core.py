@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,42 +28,33 @@ from ..api.types import (
     InfoResponse,
     ListModel,
     ListResponse,
-    Logprob,
     Message,
     ModelDetails,
     ProcessModel,
     ProcessResponse,
     ProgressResponse,
     ShowResponse,
-    TokenLogprob,
 )
 from ..base import config
 from ..base.durations import keep_alive_seconds
-from ..base.errors import InvalidRequest, ModelNotFound, OllamaNbError, ServerBusy
+from ..base.errors import InvalidRequest, ModelNotFound, OllamaNbError
 from ..base.refs import ModelRef
 from ..models.catalog import ModelSpec, load_spec
 from ..models.modelfile import Modelfile
 from ..models.options import merge_options, validate_options
 from ..models.store import Store
-from ..prompt.toolcalls import may_start_tool_call, parse_tool_calls
-from ..runtime import (
-    Engine,
-    GenerationJob,
-    GenerationRequest,
-    GenerationResult,
-    LoadParams,
-    SamplingParams,
-    TokenPiece,
-)
+from ..prompt.building import chat_tokens, conversation, generate_tokens
+from ..runtime import Engine, GenerationJob, LoadParams, SamplingParams, json_grammar
 from ..serving import gpu
 from ..serving.pump import ChunkPump
 from ..serving.scheduler import Runner, Scheduler
+from .pipeline import Pipeline
 from .records import RequestRecord
+from .replies import ChatReplies, GenerateReplies, Replies
 
 log = logging.getLogger("ollama_nb.manager")
 
 _SAMPLING_FIELDS = set(SamplingParams.__dataclass_fields__)
-_END = object()
 
 
 def _pooling_type(spec: ModelSpec) -> int:
@@ -88,8 +77,7 @@ class ModelManager:
         self.scheduler = scheduler or Scheduler()
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self.observers: list[Callable[[RequestRecord], None]] = []
-        self._waiting = 0  # requests admitted but not yet running on a worker
-        self._waiting_lock = threading.Lock()
+        self._pipeline = Pipeline(self.scheduler, self._notify)
 
     # ---- catalog ---------------------------------------------------------------------------
 
@@ -290,84 +278,12 @@ class ModelManager:
 
     # ---- inference -------------------------------------------------------------------------
 
-    def _admit(self, started_ns: int) -> _Ticket:
-        """Count a request as waiting; beyond ``OLLAMA_MAX_QUEUE`` waiting ones, refuse it (503)."""
-        with self._waiting_lock:
-            if self._waiting >= config.max_queue():
-                raise ServerBusy()
-            self._waiting += 1
-        return _Ticket(self, started_ns)
-
-    def _admit_and_acquire(
-        self, spec: ModelSpec, opts: dict[str, Any], keep_alive: float, started: int
-    ) -> tuple[_Ticket, Runner]:
-        """Count the request as waiting, then get its model loaded; a failed load leaves the queue."""
-        ticket = self._admit(started)
-        try:
-            return ticket, self._acquire(spec, opts, keep_alive)
-        except BaseException:
-            ticket.leave()
-            raise
-
-    def _leave_queue(self, ticket: _Ticket) -> None:
-        with self._waiting_lock:
-            if ticket.waiting:
-                ticket.waiting = False
-                self._waiting -= 1
-
-    def _stream(
-        self,
-        runner: Runner,
-        prepare: Callable[[Engine], GenerationJob],
-        ticket: _Ticket,
-        abandoned: Callable[[GenerationResult], None] | None = None,
-    ) -> Iterator[TokenPiece | GenerationResult]:
-        """Queue a generation on the model's worker; yield its pieces, then its result.
-
-        Leaving early (the caller closed the iterator) sets the cancel flag and waits until the
-        worker has let go of the sequence, so the next request finds the model free. The result
-        the worker then reports (its timings and the tokens produced so far) goes to
-        ``abandoned``, so a request nobody read to the end is still counted; its record says
-        ``done_reason="cancel"`` even when the worker happened to finish first.
-        """
-        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        cancel = threading.Event()
-        finished = threading.Event()
-        submitted = time.perf_counter_ns()
-
-        def admitted(engine: Engine) -> GenerationJob:
-            ticket.queue_ns = time.perf_counter_ns() - submitted
-            ticket.leave()
-            return prepare(engine)
-
-        def done(outcome: GenerationResult | BaseException) -> None:
-            events.put(outcome)  # an exception is handed to the consumer and re-raised there
-            events.put(_END)
-            finished.set()
-
-        runner.generate(GenerationRequest(admitted, events.put, cancel, done))
-        delivered = False  # the result reached the consumer (or an error did)
-        try:
-            while True:
-                item = events.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    delivered = True
-                    raise item
-                delivered = isinstance(item, GenerationResult)
-                yield item
-        finally:
-            cancel.set()
-            _wait_through_interrupts(finished)
-            if not delivered and abandoned is not None:
-                _report_abandoned(events, abandoned)
-
     def _options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> dict[str, Any]:
         return merge_options(spec.params, validate_options(request_options or {}, strict=False))
 
     @staticmethod
-    def _job(tokens: list[int], opts: dict[str, Any], grammar: str | None, top_logprobs: int) -> GenerationJob:
+    def _job(tokens: list[int], opts: dict[str, Any], grammar: str | None, top_logprobs: int,
+             shift: bool | None) -> GenerationJob:
         stop = opts.get("stop") or []
         return GenerationJob(
             prompt_tokens=tokens,
@@ -377,6 +293,7 @@ class ModelManager:
             num_predict=int(opts.get("num_predict", -1)),
             num_keep=int(opts.get("num_keep", 4)),
             top_logprobs=top_logprobs,
+            shift=shift is not False,
         )
 
     @staticmethod
@@ -392,15 +309,39 @@ class ModelManager:
             except Exception:  # a broken observer must not fail the request it observes
                 log.exception("request observer failed")
 
-    @staticmethod
-    def _logprob(piece: TokenPiece) -> Logprob | None:
-        if piece.logprob is None:
-            return None
-        return Logprob(
-            token=piece.text,
-            logprob=piece.logprob,
-            top_logprobs=[TokenLogprob(token=t, logprob=lp) for t, lp in piece.top_logprobs or []],
-        )
+    def _generation(
+        self,
+        spec: ModelSpec,
+        req: GenerateRequest | ChatRequest,
+        started: int,
+        tokens_of: Callable[[Engine], list[int]],
+        replies: Replies,
+    ) -> Iterator[Any]:
+        """What generate and chat share once their request is checked: options, grammar,
+        logprobs and keep_alive, then the pipeline."""
+        opts = self._options(spec, req.options)
+        grammar = json_grammar(req.format)
+        top = self._check_logprobs(req.logprobs, req.top_logprobs)
+        ka = self._keep_alive(req.keep_alive)
+
+        def prepare(engine: Engine) -> GenerationJob:
+            return self._job(tokens_of(engine), opts, grammar, top, req.shift)
+
+        return self._pipeline.generate(spec.name, started, lambda: self._acquire(spec, opts, ka), prepare, replies)
+
+    def _load_only(self, spec: ModelSpec, req: GenerateRequest | ChatRequest) -> Iterator[Any]:
+        """A request without a prompt loads (or, with keep_alive 0, unloads) its model."""
+        ka = self._keep_alive(req.keep_alive)
+        if ka == 0:
+            self.scheduler.unload(spec.ref.full)
+            reason = "unload"
+        else:
+            self.scheduler.release(self._acquire(spec, self._options(spec, req.options), ka))
+            reason = "load"
+        if isinstance(req, ChatRequest):
+            yield ChatResponse(model=req.model, done=True, done_reason=reason)
+        else:
+            yield GenerateResponse(model=req.model, response="", done=True, done_reason=reason)
 
     # -- generate --
 
@@ -415,91 +356,21 @@ class ModelManager:
         if not req.model:
             raise ModelNotFound("")
         spec = self.spec(req.model)
-        ka = self._keep_alive(req.keep_alive)
-        top = self._check_logprobs(req.logprobs, req.top_logprobs)
+        self._keep_alive(req.keep_alive)
+        self._check_logprobs(req.logprobs, req.top_logprobs)
         if not req.prompt and not req.suffix:
-            return self._load_only(spec, req, ka, started)
+            return self._load_only(spec, req)
         spec.require("completion")
         if req.suffix and "insert" not in spec.capabilities:
             raise InvalidRequest(f"{spec.ref.full} does not support insert")
         if req.raw and (req.template or req.system or req.context):
             raise InvalidRequest("raw mode does not support template, system, or context")
-        opts = self._options(spec, req.options)
-        from ..runtime import json_grammar
 
-        grammar = json_grammar(req.format)
-        return self._run_generate(spec, req, opts, grammar, top, ka, started)
+        def tokens_of(engine: Engine) -> list[int]:
+            return generate_tokens(engine, spec, prompt=req.prompt, system=req.system, template=req.template,
+                                   suffix=req.suffix, raw=req.raw, context=req.context)
 
-    def _load_only(self, spec: ModelSpec, req: Any, ka: float, started: int) -> Iterator[Any]:
-        if ka == 0:
-            self.scheduler.unload(spec.ref.full)
-            reason = "unload"
-        else:
-            self.scheduler.release(self._acquire(spec, self._options(spec, req.options), ka))
-            reason = "load"
-        if isinstance(req, ChatRequest):
-            yield ChatResponse(model=req.model, done=True, done_reason=reason)
-        else:
-            yield GenerateResponse(model=req.model, response="", done=True, done_reason=reason)
-
-    def _run_generate(
-        self,
-        spec: ModelSpec,
-        req: GenerateRequest,
-        opts: dict[str, Any],
-        grammar: str | None,
-        top: int,
-        ka: float,
-        started: int,
-    ) -> Iterator[GenerateResponse]:
-        from ..prompt.building import generate_tokens
-
-        ticket, runner = self._admit_and_acquire(spec, opts, ka, started)
-        load_ns = time.perf_counter_ns() - started
-        stream: Iterator[Any] | None = None
-        try:
-
-            def prepare(engine: Engine) -> GenerationJob:
-                tokens = generate_tokens(
-                    engine,
-                    spec,
-                    prompt=req.prompt,
-                    system=req.system,
-                    template=req.template,
-                    suffix=req.suffix,
-                    raw=req.raw,
-                    context=req.context,
-                )
-                job = self._job(tokens, opts, grammar, top)
-                job.shift = req.shift is not False
-                return job
-
-            def abandoned(result: GenerationResult) -> None:
-                left = GenerateResponse(model=req.model, done=True, done_reason="cancel",
-                                        **_metrics(result, load_ns, started))
-                self._notify(ticket.record("generate", spec.name, left))
-
-            stream = self._stream(runner, prepare, ticket, abandoned)
-            for item in stream:
-                if isinstance(item, GenerationResult):
-                    final = GenerateResponse(
-                        model=req.model,
-                        done=True,
-                        done_reason="stop" if item.done_reason == "cancel" else item.done_reason,
-                        context=None if req.raw else item.tokens,
-                        **_metrics(item, load_ns, started),
-                    )
-                    self._notify(ticket.record("generate", spec.name, final))
-                    yield final
-                else:
-                    ticket.first_token()
-                    lp = self._logprob(item)
-                    yield GenerateResponse(model=req.model, response=item.text, logprobs=[lp] if lp else None)
-        finally:
-            if stream is not None:
-                stream.close()  # cancels a generation the consumer left, before the release
-            ticket.leave()
-            self.scheduler.release(runner)
+        return self._generation(spec, req, started, tokens_of, GenerateReplies(req.model, raw=req.raw))
 
     # -- chat --
 
@@ -514,92 +385,21 @@ class ModelManager:
         if not req.model:
             raise InvalidRequest("model is required")
         spec = self.spec(req.model)
-        ka = self._keep_alive(req.keep_alive)
-        top = self._check_logprobs(req.logprobs, req.top_logprobs)
+        self._keep_alive(req.keep_alive)
+        self._check_logprobs(req.logprobs, req.top_logprobs)
         if not req.messages:
-            return self._load_only(spec, req, ka, started)
+            return self._load_only(spec, req)
         if "completion" not in spec.capabilities:
             raise InvalidRequest(f'"{req.model}" does not support chat')
         if req.tools and "tools" not in spec.capabilities:
             raise InvalidRequest(f"{spec.ref.full} does not support tools")
-        opts = self._options(spec, req.options)
-        from ..runtime import json_grammar
-
-        grammar = json_grammar(req.format)
-        return self._run_chat(spec, req, opts, grammar, top, ka, started)
-
-    def _run_chat(
-        self,
-        spec: ModelSpec,
-        req: ChatRequest,
-        opts: dict[str, Any],
-        grammar: str | None,
-        top: int,
-        ka: float,
-        started: int,
-    ) -> Iterator[ChatResponse]:
-        from ..prompt.building import chat_tokens, conversation
-
-        ticket, runner = self._admit_and_acquire(spec, opts, ka, started)
-        load_ns = time.perf_counter_ns() - started
         messages = conversation(spec, [Message(**{**m.to_dict(), "role": m.role.lower()}) for m in req.messages])
-        tool_names = [t.function.name for t in req.tools or []]
-        held: list[str] = []  # text that may be the start of a tool call
-        holding = bool(tool_names)
-        stream: Iterator[Any] | None = None
-        try:
 
-            def prepare(engine: Engine) -> GenerationJob:
-                tokens = chat_tokens(engine, spec, messages, tools=req.tools)
-                job = self._job(tokens, opts, grammar, top)
-                job.shift = req.shift is not False
-                return job
+        def tokens_of(engine: Engine) -> list[int]:
+            return chat_tokens(engine, spec, messages, tools=req.tools)
 
-            def abandoned(result: GenerationResult) -> None:
-                left = ChatResponse(model=req.model, done=True, done_reason="cancel",
-                                    **_metrics(result, load_ns, started))
-                self._notify(ticket.record("chat", spec.name, left))
-
-            stream = self._stream(runner, prepare, ticket, abandoned)
-            for item in stream:
-                if isinstance(item, GenerationResult):
-                    if held:
-                        calls = parse_tool_calls("".join(held), tool_names)
-                        message = (
-                            Message(role="assistant", content="", tool_calls=calls)
-                            if calls
-                            else Message(role="assistant", content="".join(held))
-                        )
-                        yield ChatResponse(model=req.model, message=message)
-                    final = ChatResponse(
-                        model=req.model,
-                        done=True,
-                        done_reason="stop" if item.done_reason == "cancel" else item.done_reason,
-                        **_metrics(item, load_ns, started),
-                    )
-                    self._notify(ticket.record("chat", spec.name, final))
-                    yield final
-                    continue
-                ticket.first_token()
-                lp = self._logprob(item)
-                if holding:
-                    held.append(item.text)
-                    if may_start_tool_call("".join(held)):
-                        continue
-                    holding = False
-                    text, held = "".join(held), []
-                else:
-                    text = item.text
-                yield ChatResponse(
-                    model=req.model,
-                    message=Message(role="assistant", content=text),
-                    logprobs=[lp] if lp else None,
-                )
-        finally:
-            if stream is not None:
-                stream.close()  # cancels a generation the consumer left, before the release
-            ticket.leave()
-            self.scheduler.release(runner)
+        replies = ChatReplies(req.model, tool_names=[t.function.name for t in req.tools or []])
+        return self._generation(spec, req, started, tokens_of, replies)
 
     # -- embeddings --
 
@@ -615,34 +415,19 @@ class ModelManager:
             raise InvalidRequest("invalid input type")
         ka = self._keep_alive(req.keep_alive)
         opts = self._options(spec, req.options)
-        ticket, runner = self._admit_and_acquire(spec, opts, ka, started)
-        load_ns = time.perf_counter_ns() - started
-        submitted = time.perf_counter_ns()
-        try:
-            if not inputs or inputs == [""]:
-                ticket.leave()
-                return EmbedResponse(model=req.model, embeddings=[], load_duration=load_ns)
+        if not inputs or inputs == [""]:  # loads the model, embeds nothing (as Ollama does)
+            self.scheduler.release(self._acquire(spec, opts, ka))
+            return EmbedResponse(model=req.model, embeddings=[], load_duration=time.perf_counter_ns() - started)
 
-            def work() -> tuple[list[list[float]], int]:
-                ticket.queue_ns = time.perf_counter_ns() - submitted
-                ticket.leave()
-                return runner.embedding_engine().embed(inputs, truncate=req.truncate, normalize=normalize)
+        def work(runner: Runner) -> tuple[list[list[float]], int]:
+            return runner.embedding_engine().embed(inputs, truncate=req.truncate, normalize=normalize)
 
-            vectors, n_tokens = runner.call(work)
-        finally:
-            ticket.leave()
-            self.scheduler.release(runner)
+        (vectors, n_tokens), clock = self._pipeline.call(started, lambda: self._acquire(spec, opts, ka), work)
         if req.dimensions:
             vectors = [_renormalise(v[: req.dimensions]) for v in vectors]
-        response = EmbedResponse(
-            model=req.model,
-            embeddings=vectors,
-            total_duration=time.perf_counter_ns() - started,
-            load_duration=load_ns,
-            prompt_eval_count=n_tokens,
-        )
-        self._notify(ticket.record("embed", spec.name, response))
-        return response
+        timings = clock.timings(prompt_eval_count=n_tokens)
+        self._notify(clock.record("embed", spec.name, timings, None))
+        return EmbedResponse.finished(timings, model=req.model, embeddings=vectors)
 
     def embeddings(self, request: EmbeddingsRequest | None = None, /, **fields: Any) -> EmbeddingsResponse:
         """Legacy ``/api/embeddings``: one prompt, one vector, not normalised (as in Ollama)."""
@@ -717,80 +502,6 @@ class ModelManager:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-
-
-class _Ticket:
-    """One admitted request: its place in the wait count and the timings only the manager sees."""
-
-    def __init__(self, manager: ModelManager, started_ns: int) -> None:
-        self._manager = manager
-        self.waiting = True
-        self.started_at = time.time()
-        self.started_ns = started_ns
-        self.queue_ns = 0
-        self.ttft_ns: int | None = None
-
-    def leave(self) -> None:
-        """No longer waiting (running, or failed); idempotent."""
-        self._manager._leave_queue(self)
-
-    def first_token(self) -> None:
-        if self.ttft_ns is None:
-            self.ttft_ns = time.perf_counter_ns() - self.started_ns
-
-    def record(self, endpoint: str, model: str, final: Any) -> RequestRecord:
-        return RequestRecord(
-            endpoint=endpoint,
-            model=model,
-            started_at=self.started_at,
-            total_ns=final.total_duration or 0,
-            load_ns=final.load_duration or 0,
-            queue_ns=self.queue_ns,
-            ttft_ns=self.ttft_ns,
-            prompt_eval_count=final.prompt_eval_count or 0,
-            prompt_eval_ns=getattr(final, "prompt_eval_duration", None) or 0,
-            eval_count=getattr(final, "eval_count", None) or 0,
-            eval_ns=getattr(final, "eval_duration", None) or 0,
-            done_reason=getattr(final, "done_reason", None),
-        )
-
-
-def _wait_through_interrupts(finished: threading.Event) -> None:
-    """Wait for the worker to let go of a cancelled request, even through a second Ctrl-C in a
-    kernel: releasing the model while its worker still decodes for us would hand the next
-    request a busy sequence. The worker stops within one token, so the wait is short."""
-    while True:
-        try:
-            finished.wait()
-            return
-        except KeyboardInterrupt:
-            log.debug("interrupt while a cancelled generation winds down; still waiting for it")
-
-
-def _report_abandoned(events: queue.SimpleQueue[Any], abandoned: Callable[[GenerationResult], None]) -> None:
-    """Hand the worker's last word on a stream its consumer left to ``abandoned``."""
-    while True:
-        try:
-            item = events.get_nowait()
-        except queue.Empty:
-            return
-        if isinstance(item, GenerationResult):
-            try:
-                abandoned(item)
-            except Exception:
-                log.exception("recording an abandoned request failed")
-            return
-
-
-def _metrics(result: GenerationResult, load_ns: int, started: int) -> dict[str, int]:
-    return {
-        "total_duration": time.perf_counter_ns() - started,
-        "load_duration": load_ns,
-        "prompt_eval_count": result.prompt_eval_count,
-        "prompt_eval_duration": result.prompt_eval_duration_ns,
-        "eval_count": result.eval_count,
-        "eval_duration": result.eval_duration_ns,
-    }
 
 
 def _renormalise(vector: list[float]) -> list[float]:

@@ -17,8 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..api.types import TimedReply
+from ..base.timings import Timings
 from .display import ChatResult
 from .throttle import DEFAULT_INTERVAL, Throttle
 
@@ -181,14 +184,18 @@ def read_reply(
         kind=kind,
         done_reason=getattr(final, "done_reason", None) if final is not None else None,
         interrupted=interrupted,
-        ttft_ns=ttft,
+        timings=None if final is None else _timings_of(final, ttft),
         context=getattr(final, "context", None) if final is not None else None,
     )
-    if final is not None:
-        for name in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
-                     "eval_count", "eval_duration"):
-            setattr(result, name, getattr(final, name, None))
     return result
+
+
+def _timings_of(final: Any, ttft: int | None) -> Timings:
+    """The reply's own timings when it was made in this process (the manager measured its time
+    to first token from the request's arrival); for a remote reply, its Ollama fields with the
+    time to first token measured here, on the caller's side."""
+    timings = final.timings if isinstance(final, TimedReply) else Timings.from_ollama(final)
+    return timings if timings.ttft_duration is not None else replace(timings, ttft_duration=ttft)
 
 
 __all__ = ["Backend", "chunk_text", "connect", "connected_url", "current", "describe", "read_reply", "use"]

@@ -17,38 +17,27 @@ import json
 import re
 import sys
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TextIO
 
-from ..api.types import TIMING_FIELDS
+from ..base.timings import COLUMNS as TIMING_COLUMNS
+from ..base.timings import Timings
 
 Format = Literal["markdown", "text", "json", "code"]
 FORMATS: tuple[str, ...] = ("markdown", "text", "json", "code")
 
 
-# The columns of a comparison table (``ollama_nb.compare``, the comparison widget).
-ROW_COLUMNS = (
-    "model",
-    "prompt",
-    "reply",
-    "eval_count",
-    "tokens_per_s",
-    "ttft_s",
-    "load_s",
-    "prompt_eval_count",
-    "total_s",
-)
-
-
-def _seconds(ns: int | None) -> float | None:
-    return None if ns is None else ns / 1e9
+#: The columns of a comparison table (``ollama_nb.compare``, the comparison widget): what was
+#: asked of which model and its answer, then the one timing column list.
+ROW_COLUMNS = ("model", "prompt", "reply", *TIMING_COLUMNS)
 
 
 @dataclass
 class ChatResult:
-    """One reply and what it cost. Durations are in nanoseconds, named as Ollama names them;
-    the ``*_s`` properties are seconds. ``interrupted`` means the reply was cut short (kernel
-    interrupt, Stop button) and ``text`` is what had arrived by then; timings are then None."""
+    """One reply and what it cost. ``timings`` is the request's own
+    :class:`~ollama_nb.base.timings.Timings` (the object the API reply and the metrics record hold
+    too); it is None when the reply was cut short (kernel interrupt, Stop button), and then
+    ``interrupted`` is set and ``text`` is what had arrived by then."""
 
     text: str
     model: str
@@ -59,41 +48,8 @@ class ChatResult:
     done_reason: str | None = None
     interrupted: bool = False
     value: Any = None  # the parsed object (json) or the extracted code (code)
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
-    ttft_ns: int | None = None
+    timings: Timings | None = None
     context: list[int] | None = field(default=None, repr=False)
-
-    # ---- derived -------------------------------------------------------------------------
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        if not self.eval_count or not self.eval_duration:
-            return None
-        return self.eval_count / (self.eval_duration / 1e9)
-
-    @property
-    def ttft_s(self) -> float | None:
-        return _seconds(self.ttft_ns)
-
-    @property
-    def load_s(self) -> float | None:
-        return _seconds(self.load_duration)
-
-    @property
-    def total_s(self) -> float | None:
-        return _seconds(self.total_duration)
-
-    def timings(self) -> dict[str, Any]:
-        """The Ollama timing fields plus the derived speeds (JSON-safe)."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in TIMING_FIELDS}
-        out["ttft_ns"] = self.ttft_ns
-        out["tokens_per_s"] = self.tokens_per_s
-        return out
 
     def metadata(self) -> dict[str, Any]:
         """Output metadata: which model, which session, and the timings of this reply."""
@@ -105,39 +61,30 @@ class ChatResult:
                 "format": self.format,
                 "done_reason": self.done_reason,
                 "interrupted": self.interrupted,
-                **self.timings(),
+                **(self.timings.to_dict() if self.timings else {}),
             }
         }
 
     def row(self) -> dict[str, Any]:
         """One comparison-table row (see ``ROW_COLUMNS``)."""
-        return {
-            "model": self.model,
-            "prompt": self.prompt,
-            "reply": self.text,
-            "eval_count": self.eval_count,
-            "tokens_per_s": self.tokens_per_s,
-            "ttft_s": self.ttft_s,
-            "load_s": self.load_s,
-            "prompt_eval_count": self.prompt_eval_count,
-            "total_s": self.total_s,
-        }
+        timing = self.timings.row() if self.timings else dict.fromkeys(TIMING_COLUMNS)
+        return {"model": self.model, "prompt": self.prompt, "reply": self.text, **timing}
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("context", None)
-        data["tokens_per_s"] = self.tokens_per_s
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "context"}
+        data["timings"] = self.timings.to_dict() if self.timings else None
         return data
 
     def stats_line(self) -> str:
         """``smollm2:135m · 12 tokens · 85.3 tokens/s`` (what the widgets show under a reply)."""
         parts = [self.model]
-        if self.eval_count is not None:
-            parts.append(f"{self.eval_count} tokens")
-        if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:.1f} tokens/s")
-        if self.ttft_s is not None:
-            parts.append(f"first token {self.ttft_s:.2f} s")
+        t = self.timings
+        if t is not None:
+            parts.append(f"{t.eval_count} tokens")
+            if t.tokens_per_second is not None:
+                parts.append(f"{t.tokens_per_second:.1f} tokens/s")
+            if t.ttft_s is not None:
+                parts.append(f"first token {t.ttft_s:.2f} s")
         if self.interrupted:
             parts.append("interrupted")
         return " · ".join(parts)

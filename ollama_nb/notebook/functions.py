@@ -113,9 +113,11 @@ def compare(
 ) -> pd.DataFrame:
     """Every prompt on every model: one row each, with the reply and its timings.
 
-    Columns: model, prompt, reply, eval_count, tokens_per_s, ttft_s (request to first token,
-    including any load), load_s, prompt_eval_count, total_s. Replies are streamed, so the time
-    to first token is measured here, on the caller's side, as a user would see it.
+    Columns: model, prompt, reply, then the timing columns every table shares
+    (``ollama_nb.base.timings.COLUMNS``: token counts, tokens per second, and ``ttft_s``,
+    ``load_s``, ``queue_s``, ``prompt_eval_s``, ``eval_s``, ``total_s`` in seconds). The time to
+    first token runs from the request's arrival and includes any load; for a remote server, whose
+    replies do not report it, it is measured here, on the caller's side.
     """
     import pandas as pd
 

@@ -28,7 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from ..manager.records import RequestRecord
+from ..base.timings import COLUMNS as TIMING_COLUMNS
+from ..manager.records import RECORD_COLUMNS, RequestRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,20 +48,14 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text/plain; version=0.0.4; charset=ut
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             float("inf"))
 
-_NS_COLUMNS = ("total_ns", "load_ns", "queue_ns", "ttft_ns", "prompt_eval_ns", "eval_ns")
-#: Columns of :meth:`MetricsRecorder.to_dataframe`, in order (also when it is empty).
-COLUMNS = (
-    "seq", "time", "started_at", "endpoint", "model", "done_reason",
-    "prompt_eval_count", "eval_count", "tokens_per_second", "prompt_tokens_per_second",
-    *_NS_COLUMNS,
-    *(c.replace("_ns", "_s") for c in _NS_COLUMNS),
-)
+#: Columns of :meth:`MetricsRecorder.to_dataframe`, in order (also when it is empty): the
+#: sequence number and local time, the record's own columns, then the one timing column list.
+COLUMNS = ("seq", "time", *RECORD_COLUMNS, *TIMING_COLUMNS)
 
 _DTYPES = {
     "seq": "int64", "started_at": "float64", "endpoint": "object", "model": "object",
     "done_reason": "object", "prompt_eval_count": "int64", "eval_count": "int64",
-    "tokens_per_second": "float64", "prompt_tokens_per_second": "float64",
-    **{c: "int64" for c in _NS_COLUMNS if c != "ttft_ns"}, "ttft_ns": "float64",  # None -> NaN
+    **{c: "float64" for c in TIMING_COLUMNS if c not in ("prompt_eval_count", "eval_count")},  # None -> NaN
 }
 
 Listener = Callable[[int, RequestRecord], None]
@@ -154,21 +149,21 @@ class MetricsRecorder:
                 log.exception("metrics listener failed")
 
     def _observe(self, r: RequestRecord) -> None:
-        model, endpoint = r.model, r.endpoint
+        model, endpoint, t = r.model, r.endpoint, r.timings
         self._requests.labels(model, endpoint).inc()
-        self._prompt_tokens.labels(model, endpoint).inc(r.prompt_eval_count)
-        self._generated_tokens.labels(model, endpoint).inc(r.eval_count)
-        self._duration.labels(model, endpoint).observe(r.total_ns / 1e9)
-        self._load.labels(model).observe(r.load_ns / 1e9)
-        self._queue.labels(model).observe(r.queue_ns / 1e9)
-        if r.ttft_ns is not None:
-            self._ttft.labels(model).observe(r.ttft_ns / 1e9)
-        if r.prompt_eval_count:
-            self._prompt_eval.labels(model).observe(r.prompt_eval_ns / 1e9)
-        if r.eval_count:
-            self._eval.labels(model).observe(r.eval_ns / 1e9)
-        if r.tokens_per_second is not None:
-            self._tps.labels(model).set(r.tokens_per_second)
+        self._prompt_tokens.labels(model, endpoint).inc(t.prompt_eval_count)
+        self._generated_tokens.labels(model, endpoint).inc(t.eval_count)
+        self._duration.labels(model, endpoint).observe(t.total_s)
+        self._load.labels(model).observe(t.load_s)
+        self._queue.labels(model).observe(t.queue_s)
+        if t.ttft_s is not None:
+            self._ttft.labels(model).observe(t.ttft_s)
+        if t.prompt_eval_count:
+            self._prompt_eval.labels(model).observe(t.prompt_eval_s)
+        if t.eval_count:
+            self._eval.labels(model).observe(t.eval_s)
+        if t.tokens_per_second is not None:
+            self._tps.labels(model).set(t.tokens_per_second)
 
     def watch(self, manager: ModelManager) -> Callable[[], None]:
         """Record ``manager``'s requests (once, however often called); returns the undo."""
@@ -229,31 +224,29 @@ class MetricsRecorder:
             groups.setdefault(r.model, []).append(r)
         out = []
         for model, recs in groups.items():
-            speeds = [r.tokens_per_second for r in recs if r.tokens_per_second is not None]
-            ttfts = [r.ttft_ns / 1e6 for r in recs if r.ttft_ns is not None]
-            loads = [r.load_ns / 1e6 for r in recs]
+            timings = [r.timings for r in recs]
+            speeds = [t.tokens_per_second for t in timings if t.tokens_per_second is not None]
+            ttfts = [t.ttft_s * 1e3 for t in timings if t.ttft_s is not None]
             out.append({
                 "model": model,
                 "requests": len(recs),
-                "prompt_tokens": sum(r.prompt_eval_count for r in recs),
-                "generated_tokens": sum(r.eval_count for r in recs),
+                "prompt_tokens": sum(t.prompt_eval_count for t in timings),
+                "generated_tokens": sum(t.eval_count for t in timings),
                 "mean_tokens_per_second": statistics.fmean(speeds) if speeds else None,
                 "last_tokens_per_second": speeds[-1] if speeds else None,
                 "median_ttft_ms": statistics.median(ttfts) if ttfts else None,
-                "max_load_ms": max(loads) if loads else None,
-                "total_seconds": sum(r.total_ns for r in recs) / 1e9,
+                "max_load_ms": max(t.load_s * 1e3 for t in timings),
+                "total_seconds": sum(t.total_s for t in timings),
             })
         return out
 
     def to_dataframe(self, since: int = 0) -> pd.DataFrame:
-        """One row per buffered request: raw nanoseconds, the same in seconds (``*_s``), the
-        derived speeds and ``time`` (local, naive) for plotting. Columns are :data:`COLUMNS`."""
+        """One row per buffered request, durations in seconds, with ``time`` (local, naive) for
+        plotting. Columns are :data:`COLUMNS`."""
         import pandas as pd
 
         rows = [row_of(seq, r) for seq, r in self.numbered(since)]
         frame = pd.DataFrame(rows).reindex(columns=list(COLUMNS)).astype(_DTYPES)
-        for col in _NS_COLUMNS:
-            frame[col.replace("_ns", "_s")] = frame[col] / 1e9
         local = _dt.datetime.now().astimezone().tzinfo
         stamps = pd.to_datetime(pd.to_numeric(frame["started_at"]), unit="s", utc=True)
         frame["time"] = stamps.dt.tz_convert(local).dt.tz_localize(None)

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..base.timings import LABELS
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
@@ -67,7 +69,7 @@ def _per_model_over_time(ax: Axes, df: pd.DataFrame, column: str, scale: float, 
 
 
 def plot_tokens_per_second(ax: Axes, df: pd.DataFrame) -> None:
-    _per_model_over_time(ax, df, "tokens_per_second", 1.0, "tokens/s", "Generation speed")
+    _per_model_over_time(ax, df, "tokens_per_second", 1.0, LABELS["tokens_per_second"], "Generation speed")
 
 
 def plot_ttft(ax: Axes, df: pd.DataFrame) -> None:
@@ -187,15 +189,9 @@ def render_png(name: str, data: Any, *, dpi: int = 100) -> bytes:
 
 __all__ += ["COMPARE_METRICS", "compare_figure", "compare_timings"]
 
-#: Columns of a comparison DataFrame that :func:`compare_figure` can plot, with their axis labels.
-COMPARE_METRICS = {
-    "tokens_per_s": "tokens/s",
-    "ttft_s": "time to first token (s)",
-    "load_s": "load time (s)",
-    "total_s": "total time (s)",
-    "eval_count": "generated tokens",
-    "prompt_eval_count": "prompt tokens",
-}
+#: Columns of a comparison DataFrame that :func:`compare_figure` can plot: every timing column,
+#: labelled as everywhere else.
+COMPARE_METRICS = LABELS
 
 
 def _short(text: Any, width: int = 28) -> str:
@@ -203,7 +199,7 @@ def _short(text: Any, width: int = 28) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def compare_figure(df: pd.DataFrame, metric: str = "tokens_per_s") -> Figure:
+def compare_figure(df: pd.DataFrame, metric: str = "tokens_per_second") -> Figure:
     """Grouped bars of one metric: a group per prompt, a bar per model."""
     if metric not in COMPARE_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(COMPARE_METRICS)}")

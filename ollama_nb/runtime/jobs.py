@@ -97,9 +97,9 @@ class GenerationResult:
     done_reason: str
     tokens: list[int]
     prompt_eval_count: int
-    prompt_eval_duration_ns: int
+    prompt_eval_duration: int
     eval_count: int
-    eval_duration_ns: int
+    eval_duration: int
     cached_tokens: int
     first_token_ns: int | None = None
 

@@ -127,9 +127,9 @@ class SequenceState:
                 done_reason=reason,
                 tokens=self.prompt + self.generated,
                 prompt_eval_count=len(self.prompt) - self.reused,
-                prompt_eval_duration_ns=first - started,
+                prompt_eval_duration=first - started,
                 eval_count=len(self.generated),
-                eval_duration_ns=now - first if self.generated else 0,
+                eval_duration=now - first if self.generated else 0,
                 cached_tokens=self.reused,
                 first_token_ns=first - self.admitted_ns if self.first_token_ns else None,
             )

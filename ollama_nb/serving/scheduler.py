@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from ..base import config
 from ..runtime import Engine, GenerationRequest, LoadParams
+from .admission import Admission
 from .worker import Worker
 
 log = logging.getLogger("ollama_nb.scheduler")
@@ -142,6 +143,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._runners: dict[str, Runner] = {}
         self._load_lock = threading.Lock()  # one model loads at a time, as in Ollama
+        self.admission = Admission()  # OLLAMA_MAX_QUEUE, over all models
 
     # -- acquiring --------------------------------------------------------------------------
 

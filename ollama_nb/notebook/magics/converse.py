@@ -131,7 +131,7 @@ def run_turn(magics: OllamaMagics, turn: Turn) -> Any:
     if turn.session is not None:
         result.session = turn.session.name
         turn.session.record(turn.prompt, result.text, turn.model, interrupted=result.interrupted,
-                            eval_count=result.eval_count)
+                            eval_count=result.timings.eval_count if result.timings else None)
     problem = None if result.interrupted else _apply_format(magics, result)
     if result.format == "json" and result.value is not None:
         sink.finish(summary_bundle(result, "JSON reply, returned as the cell's value"), result.metadata())

@@ -129,7 +129,7 @@ class ChatPanel(w.VBox):
             result.prompt = text
             result.session = self.session.name
             self.session.record(text, result.text, model, interrupted=result.interrupted,
-                                eval_count=result.eval_count)
+                                eval_count=result.timings.eval_count if result.timings else None)
             mark = " *[stopped]*" if result.interrupted else ""
             reply.outputs = markdown_outputs(f"**{model}:** {result.text}{mark}", result.metadata())
             stats.value = f"<small>{html.escape(result.stats_line())}</small>"

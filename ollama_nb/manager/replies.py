@@ -1,0 +1,99 @@
+"""How a generation's pieces become Ollama's chunks: ``/api/generate`` and ``/api/chat`` differ
+only here, so the manager runs both through one pipeline (``manager.pipeline``) and hands it one
+of these.
+
+The chat shape holds text back while it may still turn out to be a tool call: a model that
+answers ``<tool_call>{"name": ...`` must reach the client as ``tool_calls``, never as text that
+is already on screen. Once the held text can no longer start a call, it is released as one chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from ..api.types import ChatResponse, GenerateResponse, Logprob, Message, TokenLogprob
+from ..base.timings import Timings
+from ..prompt.toolcalls import may_start_tool_call, parse_tool_calls
+from ..runtime import GenerationResult, TokenPiece
+
+__all__ = ["ChatReplies", "GenerateReplies", "Replies"]
+
+
+class Replies(Protocol):
+    """The chunks of one request, in its endpoint's shape."""
+
+    endpoint: str
+
+    def piece(self, piece: TokenPiece) -> Any | None:
+        """The chunk for one generated piece, or None while text is held back."""
+
+    def flush(self) -> Iterator[Any]:
+        """Chunks for whatever is still held when generation ends."""
+
+    def final(self, result: GenerationResult, timings: Timings, done_reason: str) -> Any:
+        """The last chunk: ``done``, its reason and the request's timings."""
+
+
+def logprob_of(piece: TokenPiece) -> list[Logprob] | None:
+    """The piece's log-probability in Ollama's shape (None unless logprobs were asked for)."""
+    if piece.logprob is None:
+        return None
+    top = [TokenLogprob(token=t, logprob=lp) for t, lp in piece.top_logprobs or []]
+    return [Logprob(token=piece.text, logprob=piece.logprob, top_logprobs=top)]
+
+
+class GenerateReplies:
+    """``/api/generate``: text as it comes; the final chunk carries the context unless raw."""
+
+    endpoint = "generate"
+
+    def __init__(self, model: str, *, raw: bool) -> None:
+        self.model = model
+        self.raw = raw
+
+    def piece(self, piece: TokenPiece) -> GenerateResponse:
+        return GenerateResponse(model=self.model, response=piece.text, logprobs=logprob_of(piece))
+
+    def flush(self) -> Iterator[GenerateResponse]:
+        return iter(())
+
+    def final(self, result: GenerationResult, timings: Timings, done_reason: str) -> GenerateResponse:
+        return GenerateResponse.finished(timings, model=self.model, done=True, done_reason=done_reason,
+                                         context=None if self.raw else result.tokens)
+
+
+class ChatReplies:
+    """``/api/chat``: assistant messages; with tools offered, text that may open a tool call is
+    held until it either parses as calls (sent as ``tool_calls``) or cannot be one."""
+
+    endpoint = "chat"
+
+    def __init__(self, model: str, *, tool_names: list[str]) -> None:
+        self.model = model
+        self.tool_names = tool_names
+        self._held: list[str] = []
+        self._holding = bool(tool_names)
+
+    def piece(self, piece: TokenPiece) -> ChatResponse | None:
+        text = piece.text
+        if self._holding:
+            self._held.append(text)
+            if may_start_tool_call("".join(self._held)):
+                return None
+            self._holding = False
+            text, self._held = "".join(self._held), []
+        return ChatResponse(model=self.model, message=Message(role="assistant", content=text),
+                            logprobs=logprob_of(piece))
+
+    def flush(self) -> Iterator[ChatResponse]:
+        if not self._held:
+            return
+        held, self._held = "".join(self._held), []
+        calls = parse_tool_calls(held, self.tool_names)
+        message = (Message(role="assistant", content="", tool_calls=calls) if calls
+                   else Message(role="assistant", content=held))
+        yield ChatResponse(model=self.model, message=message)
+
+    def final(self, result: GenerationResult, timings: Timings, done_reason: str) -> ChatResponse:
+        return ChatResponse.finished(timings, model=self.model, done=True, done_reason=done_reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -238,6 +239,19 @@ def test_a_fault_is_announced_in_one_clear_line(fresh_decision: Path, caplog: py
     assert "OLLAMA_NB_EXTRA_BUFFERS=1" in lines[0]
 
 
+def test_a_cached_fault_is_not_announced_again_as_a_warning(
+        fresh_decision: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fault = ProbeReport(EXTRA_FAULT, "SIGILL with extra buffer types on; the baseline ran")
+    extra_buffers.decide(lambda: fault)  # probed now: the warning, and the verdict is cached
+    extra_buffers.reset()  # a new process on the same machine
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ollama_nb.runtime"):
+        decision = extra_buffers.decide(lambda: pytest.fail("a cached verdict must not probe again"))
+    ours = [r for r in caplog.records if r.name == "ollama_nb.runtime"]
+    assert decision.enabled is False and decision.source == "cache"
+    assert [r.levelno for r in ours] == [logging.INFO] and "crash on this machine" in ours[0].getMessage()
+
+
 # ---- the decision at load time, on real models -------------------------------------------------------
 
 
@@ -291,9 +305,12 @@ def test_a_build_that_does_not_fit_the_cpu_refuses_to_load(fresh_decision: Path,
     assert "pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python" in caught.value.for_humans()
     assert SMOLLM not in [m.name for m in manager.ps().models]
     assert [m.name for m in manager.list().models] == before
+    # A rebuilt library: the verdict is gone, and the next load probes this machine for real
+    # (never a made-up "ok": on a CPU whose AMX faults that would crash the test process).
+    shutil.rmtree(fresh_decision)
     extra_buffers.reset()
-    extra_buffers.store(extra_buffers.fingerprint(), ProbeReport(OK, "logits agree"))
     assert manager.generate(model=SMOLLM, prompt="hi", stream=False, options={"num_predict": 2}).done
+    assert extra_buffers.decide().source == "probe"
 
 
 @pytest.mark.parametrize("name", [SMOLLM, GEMMA])

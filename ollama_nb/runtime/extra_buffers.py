@@ -147,7 +147,7 @@ def decide(probe: Callable[[], ProbeReport] = run_probe) -> ExtraBuffersDecision
                 if report.verdict != PROBE_ERROR:
                     store(fp, report)
             _probed = decision_from(report, source)
-            _announce(_probed)
+            _announce(_probed, fresh=source == "probe")
         return _probed
 
 
@@ -158,11 +158,16 @@ def reset() -> None:
         _probed = None
 
 
-def _announce(decision: ExtraBuffersDecision) -> None:
+def _announce(decision: ExtraBuffersDecision, *, fresh: bool) -> None:
     """One line where the machine made us give something up or the probe could not tell (a
-    build that does not fit the CPU says so in the error every load raises instead)."""
+    build that does not fit the CPU says so in the error every load raises instead).
+
+    A verdict just probed is a warning; the same verdict read from the cache is logged at info,
+    so a user sees it once per machine and build, not in every kernel's first output
+    (``ollama-nb info`` reports it any time)."""
     if decision.verdict in (EXTRA_FAULT, MISMATCH):
-        log.warning(
+        log.log(
+            logging.WARNING if fresh else logging.INFO,
             "llama.cpp's CPU extra buffer types (AMX, repacked weights) %s on this machine (%s); "
             "loading models without them. %s=1 forces them on.",
             "crash" if decision.verdict == EXTRA_FAULT else "compute wrong results", decision.detail, OVERRIDE)

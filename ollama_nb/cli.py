@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .base import config
+from .base.errors import InvalidRequest, ModelNotFound, OllamaNbError
 from .base.humanize import human_bytes, human_since
+from .base.refs import ModelRef
+from .base.version import __version__
+from .models.modelfile import parse_modelfile
 
 if TYPE_CHECKING:
     from .api.types import ProgressResponse
@@ -145,7 +153,6 @@ def cmd_cp(args: argparse.Namespace) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
-    from .base.errors import OllamaNbError
 
     if not _manager().unload(args.model):
         raise OllamaNbError(f"couldn't find model \"{args.model}\" to stop")
@@ -157,10 +164,8 @@ def cmd_create(args: argparse.Namespace) -> None:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as exc:
-        from .base.errors import InvalidRequest
 
         raise InvalidRequest(f"open {path}: {exc.strerror.lower() if exc.strerror else exc}") from None
-    from .models.modelfile import parse_modelfile  # validate before anything is written
 
     text = raw.decode("utf-8-sig", errors="replace")
     parse_modelfile(text)
@@ -223,14 +228,12 @@ def _read_turn(stdin: Any, interactive: bool) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .base.errors import ModelNotFound
 
     manager = _manager()
     options: dict[str, Any] = {}
     try:
         manager.spec(args.model)
     except ModelNotFound:
-        from .base.refs import ModelRef
         from .registry.bundled import find_bundled
 
         if find_bundled(ModelRef.parse(args.model)) is None:
@@ -301,12 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     """``ollama serve``: Ollama's API in the foreground on OLLAMA_HOST (127.0.0.1:11434) until
     SIGINT/SIGTERM; the store, keep-alive, queue and CORS settings come from the same OLLAMA_*
     variables as Ollama's."""
-    import logging
-    import signal
-    import threading
 
-    from .base import config
-    from .base.version import __version__
     from .server.lifecycle import serve
 
     handler = logging.StreamHandler(sys.stderr)
@@ -395,9 +393,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .base import config
-    from .base.errors import OllamaNbError
-    from .base.version import __version__
 
     config.configure_logging()
     parser = build_parser()

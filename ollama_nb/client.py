@@ -31,6 +31,7 @@ from .api.types import (
     ProgressResponse,
     ShowResponse,
 )
+from .base import config
 from .base.errors import (
     Forbidden,
     InvalidRequest,
@@ -39,6 +40,15 @@ from .base.errors import (
     OllamaNbError,
     ServerBusy,
     Unauthorized,
+)
+from .base.refs import ModelRef
+from .models.modelfile import (
+    collect_files,
+    expand_path,
+    file_digest,
+    is_local_path,
+    parse_modelfile,
+    to_create_request,
 )
 
 DEFAULT_PORT = 11434
@@ -119,7 +129,6 @@ class Client:
         self.timeout = timeout
         self.headers = {"Accept": "application/json", "User-Agent": "ollama_nb-client", **(headers or {})}
         if api_key is None:
-            from .base import config
 
             api_key = config.api_key()
         if api_key:
@@ -240,14 +249,6 @@ class Client:
                quantize: str | None = None) -> Iterator[ProgressResponse]:
         """Parse the Modelfile here, upload the local files it names (as ``ollama create``
         does), then let the server build the model; yields the server's progress."""
-        from .models.modelfile import (
-            collect_files,
-            expand_path,
-            file_digest,
-            is_local_path,
-            parse_modelfile,
-            to_create_request,
-        )
 
         base = base_dir or os.getcwd()
         parsed = parse_modelfile(modelfile or "")
@@ -304,7 +305,6 @@ class Client:
 
     def unload(self, name: str) -> bool:
         """Unload now (``keep_alive: 0``); False when the model was not loaded."""
-        from .base.refs import ModelRef
 
         want = ModelRef.parse(name).fold_key()
         loaded = any(ModelRef.parse(m.model or m.name).fold_key() == want for m in self.ps().models)

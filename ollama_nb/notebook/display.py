@@ -13,6 +13,7 @@ No IPython import here: the sinks talk to the shell they are given, so this modu
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import sys
@@ -20,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TextIO
 
+from ..base.errors import ModelNotFound, OllamaNbError
+from ..base.humanize import human_bytes, human_since
 from ..base.timings import COLUMNS as TIMING_COLUMNS
 from ..base.timings import Timings
 
@@ -128,7 +131,6 @@ def extract_code(text: str) -> str:
 def error_line(exc: BaseException) -> str:
     """One line for a person in a notebook: Ollama's message plus the next step, spelled as a
     magic (``%ollama pull x``) rather than as the command line's ``ollama-nb pull x``."""
-    from ..base.errors import ModelNotFound, OllamaNbError
 
     if isinstance(exc, ModelNotFound) and exc.name:
         return f"{exc.message} (try `%ollama pull {exc.name}`)"
@@ -142,9 +144,7 @@ def error_line(exc: BaseException) -> str:
 
 
 def _since(text: str) -> str:
-    import datetime as dt
 
-    from ..base.humanize import human_since
 
     try:
         return human_since(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
@@ -153,7 +153,6 @@ def _since(text: str) -> str:
 
 
 def _size(n: int) -> str:
-    from ..base.humanize import human_bytes
 
     return human_bytes(n)
 
@@ -188,7 +187,6 @@ def _processor(size: int, vram: int) -> str:
 
 def loaded_table(processes: Any) -> Any:
     """Loaded models (a ProcessResponse) as a DataFrame: ``ollama ps``."""
-    import datetime as dt
 
     import pandas as pd
 

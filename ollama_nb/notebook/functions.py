@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import connection as backends
+from .display import ROW_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,7 +122,6 @@ def compare(
     """
     import pandas as pd
 
-    from .display import ROW_COLUMNS
 
     model_list = [models] if isinstance(models, str) else list(models)
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)

@@ -24,6 +24,7 @@ Split GGUFs (``-00001-of-00003.gguf``) are refused with a clear error.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import aiohttp
 
 from ..api.types import ProgressResponse
 from ..base.errors import (
@@ -47,8 +50,11 @@ from ..base.refs import ModelRef
 from ..models import manifest as mf
 from ..models.gguf_meta import read_gguf_info
 from ..models.store import Store
+from . import net
 from .aio import run_sync, run_with_progress
+from .ollama import write_manifest
 from .settings import PullSettings
+from .transfer import BlobSource, commit_blobs, fetch_blob, partial_path, remove_partial
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SMALL_FILE_LIMIT = 1 << 20
@@ -266,18 +272,14 @@ def _from_hf_cache(store: Store, repo_id: str, path: str, revision: str, digest:
         store.import_file(os.path.realpath(cached), expected_digest=digest, link=True)
     except (DigestMismatch, StorageError):
         return False
-    from .transfer import remove_partial
 
     remove_partial(store, digest)  # an earlier, interrupted download of ours is not needed now
     return True
 
 
 async def _fetch_small(url: str, headers: dict[str, str], settings: PullSettings) -> bytes:
-    import asyncio
 
-    import aiohttp
 
-    from . import net
 
     async with net.new_session(settings) as session:
         try:
@@ -298,8 +300,6 @@ def pull_huggingface(
     store: Store, ref: ModelRef, *, settings: PullSettings | None = None
 ) -> Generator[ProgressResponse, None, None]:
     """Progress events of an ``hf.co/...`` pull, with the statuses of ``ollama pull``."""
-    from .ollama import write_manifest
-    from .transfer import BlobSource, commit_blobs, fetch_blob, partial_path
 
     settings = settings or PullSettings.from_env()
     yield ProgressResponse(status="pulling manifest")

@@ -21,6 +21,7 @@ import aiohttp
 from yarl import URL
 
 from ..base.errors import RegistryError
+from ..base.version import __version__
 from .settings import PullSettings
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -29,7 +30,6 @@ _CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
 
 
 def user_agent() -> str:
-    from ..base.version import __version__
 
     return (
         f"ollama_nb/{__version__} ({platform.machine()} {platform.system().lower()}) "

@@ -50,6 +50,8 @@ from ..base.errors import (
     NotSupported,
 )
 from ..base.refs import ModelRef, parse_digest
+from ..models.modelfile import Modelfile
+from ..models.options import validate_options
 from .keys import MANAGER
 from .security import streams_body
 from .streaming import json_response, last, respond_chunks
@@ -344,7 +346,6 @@ def _valid_file_path(path: str) -> bool:
 def _create_progress(manager: ModelManager, target: ModelRef, req: CreateRequest,
                      parameters: dict[str, Any]) -> Iterator[ProgressResponse]:
     """Turn the JSON request into a Modelfile and run the one create path (on a thread)."""
-    from ..models.modelfile import Modelfile
 
     def blob_paths(files: dict[str, str]) -> list[str]:
         paths = []
@@ -376,7 +377,6 @@ def _create_progress(manager: ModelManager, target: ModelRef, req: CreateRequest
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    from ..models.options import validate_options
 
     req = await decode(request, CreateRequest)
     for files in (req.files or {}, req.adapters or {}):

@@ -15,6 +15,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 from ..base import config
+from ..runtime import supports_gpu_offload
 
 if TYPE_CHECKING:
     from ..models.catalog import ModelSpec
@@ -79,7 +80,6 @@ def choose_gpu_layers(spec: ModelSpec, num_gpu: Any, num_ctx: int) -> int:
         return 0
     if num_gpu is not None and int(num_gpu) >= 0:
         return int(num_gpu)
-    from ..runtime import supports_gpu_offload
 
     if not supports_gpu_offload():
         return 0

@@ -12,8 +12,12 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...base.errors import OllamaNbError
+from ...base.errors import InvalidRequest, OllamaNbError
+from ...manager.info import format_info
+from ...models.modelfile import parse_modelfile
+from .. import connection as backends
 from ..display import loaded_table, models_table
+from ..sessions import DEFAULT_SESSION
 from .converse import Interrupted, run_once
 
 if TYPE_CHECKING:
@@ -64,7 +68,6 @@ def cmd_ps(m: OllamaMagics, args: Any, cell: str | None) -> Any:
 
 
 def cmd_info(m: OllamaMagics, args: Any, cell: str | None) -> None:
-    from ...manager.info import format_info
 
     print(format_info(m.backend.info()), end="")
 
@@ -116,7 +119,6 @@ def cmd_cp(m: OllamaMagics, args: Any, cell: str | None) -> None:
 
 
 def cmd_create(m: OllamaMagics, args: Any, cell: str | None) -> None:
-    from ...models.modelfile import parse_modelfile
 
     if args.file or not (cell and cell.strip()):
         path = args.file or "Modelfile"
@@ -124,7 +126,6 @@ def cmd_create(m: OllamaMagics, args: Any, cell: str | None) -> None:
             with open(path, "rb") as f:
                 text = f.read().decode("utf-8-sig", errors="replace")
         except OSError as exc:
-            from ...base.errors import InvalidRequest
 
             raise InvalidRequest(
                 f"open {path}: {(exc.strerror or str(exc)).lower()}",
@@ -167,7 +168,6 @@ def cmd_serve(m: OllamaMagics, args: Any, cell: str | None) -> None:
     if m.server is not None and getattr(m.server, "running", False):
         print(f"already serving at {m.server.url} (stop it with %ollama serve --stop)")
         return
-    from .. import connection as backends
 
     if backends.connected_url():
         raise OllamaNbError(
@@ -184,7 +184,6 @@ def cmd_serve(m: OllamaMagics, args: Any, cell: str | None) -> None:
 
 
 def cmd_connect(m: OllamaMagics, args: Any, cell: str | None) -> None:
-    from .. import connection as backends
 
     if args.local:
         m.host = None
@@ -205,7 +204,6 @@ def cmd_connect(m: OllamaMagics, args: Any, cell: str | None) -> None:
 
 
 def cmd_history(m: OllamaMagics, args: Any, cell: str | None) -> None:
-    from ..sessions import DEFAULT_SESSION
 
     if args.all:
         sessions = list(m.sessions)
@@ -219,7 +217,6 @@ def cmd_history(m: OllamaMagics, args: Any, cell: str | None) -> None:
 
 
 def cmd_reset(m: OllamaMagics, args: Any, cell: str | None) -> None:
-    from ..sessions import DEFAULT_SESSION
 
     if args.all:
         print(f"forgot {m.sessions.reset_all()} conversation(s)")

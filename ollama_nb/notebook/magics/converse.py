@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..connection import read_reply
 from ..display import ChatResult, DisplayStream, TextStream, extract_code, render, summary_bundle
 from ..sessions import DEFAULT_SESSION, Session
+from .interpolate import interpolate as fill
 
 if TYPE_CHECKING:
     from . import OllamaMagics
@@ -67,7 +68,6 @@ def prompt_text(magics: OllamaMagics, cell: str | None, *, interpolate: bool, wh
     if not text:
         raise EmptyPrompt(f"the prompt is empty: write it in the cell body below {what}")
     if interpolate and magics.interpolate:
-        from .interpolate import interpolate as fill
 
         text = fill(text, magics.shell.user_ns)
     return text

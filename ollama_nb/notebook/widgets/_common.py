@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import connection as backend
 from ..display import error_line
 
 
@@ -19,7 +20,6 @@ def resolve_backend(manager: Any) -> Any:
     """The given manager/client, else whatever the notebook uses now (see ollama_nb.notebook.connection)."""
     if manager is not None:
         return manager
-    from .. import connection as backend
 
     return backend.current()
 

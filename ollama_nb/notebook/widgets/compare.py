@@ -15,7 +15,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..connection import read_reply
-from ..display import ROW_COLUMNS
+from ..display import ROW_COLUMNS, error_line
 from ..throttle import DEFAULT_INTERVAL
 from ._common import Worker, installed_names, markdown_outputs, resolve_backend
 
@@ -105,7 +105,6 @@ class ComparisonView(w.VBox):
                         interval=self.interval, cancel=self._worker.cancel,
                     )
                 except Exception as exc:  # noqa: BLE001 - one failing model does not stop the others
-                    from ..display import error_line
 
                     stats.value = f"<small><b>Error:</b> {html.escape(error_line(exc))}</small>"
                     continue

@@ -120,6 +120,75 @@ def test_client_leaving_mid_stream_ends_the_request(server, manager):
     assert rows[0]["eval_count"] < 400 and rows[1]["eval_count"] == 3
 
 
+def test_pings_in_a_stream_change_nothing_a_client_reads(server, client, monkeypatch):
+    """A stream carries ``: ping`` comments (every 15 s; here every 2 ms, so this one has some):
+    SSE clients skip them, so the official client and a raw reader see the same events."""
+    from ollama_nb.server import openai_compat
+
+    body = {"model": SMOLLM, "messages": HELLO, "max_tokens": 24, "stream": True, **GREEDY}
+    _, _, quiet = post_raw(server.url + "/v1/chat/completions", body)
+    assert b": ping" not in quiet  # too short for the real interval
+    monkeypatch.setattr(openai_compat, "_PING_S", 0.002)
+    status, ctype, pinged = post_raw(server.url + "/v1/chat/completions", body)
+    assert status == 200 and ctype == "text/event-stream"
+    assert b"\n\n: ping\n\n" in pinged and b"\r" not in pinged
+    assert pinged.endswith(b"data: [DONE]\n\n")
+
+    def choices(raw: bytes) -> list[Any]:
+        return [e if e == "[DONE]" else e["choices"] for e in sse_events(raw)]
+
+    assert choices(pinged) == choices(quiet)
+    chunks = list(client.chat.completions.create(**body))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "".join(c[0]["delta"].get("content") or "" for c in choices(quiet)[:-1]) != ""
+
+
+def test_an_error_mid_stream_is_a_last_error_event(manager):
+    """After the first chunk the status is sent, so an error travels as a last ``data:
+    {"error": ...}`` event (no ``[DONE]``), which the official client raises; the native stream
+    is closed either way."""
+    from aiohttp import web
+
+    from ollama_nb.base.errors import OllamaNbError
+    from ollama_nb.server.keys import MANAGER
+    from ollama_nb.server.openai_compat import setup_openai
+
+    from .openai_fixtures import serve_in_thread
+
+    closed: list[bool] = []
+
+    class FailsAfterTwoChunks:
+        async def achat(self, request: Any) -> Any:
+            chunks = await manager.achat(request)
+
+            async def two_then_fail() -> Any:
+                try:
+                    for _ in range(2):
+                        yield await chunks.__anext__()
+                    raise OllamaNbError("the runner crashed")
+                finally:
+                    await chunks.aclose()
+                    closed.append(True)
+
+            return two_then_fail()
+
+    app = web.Application()
+    app[MANAGER] = FailsAfterTwoChunks()
+    setup_openai(app)
+    body = {"model": SMOLLM, "messages": HELLO, "max_tokens": 24, "stream": True, **GREEDY}
+    with serve_in_thread(app) as srv:
+        status, ctype, raw = post_raw(srv.url + "/v1/chat/completions", body)
+        with pytest.raises(openai.APIError, match="the runner crashed"):
+            list(openai.OpenAI(base_url=srv.url + "/v1", api_key="ollama", max_retries=0)
+                 .chat.completions.create(**body))
+    assert status == 200 and ctype == "text/event-stream" and closed == [True, True]
+    events = sse_events(raw)
+    assert "[DONE]" not in events and len(events) == 3
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert raw.endswith(b"\n\n") and events[-1] == {"error": {
+        "message": "the runner crashed", "type": "api_error", "param": None, "code": None}}
+
+
 async def _get(url: str) -> bytes:
     async with aiohttp.ClientSession() as session, session.get(url) as res:
         return await res.read()

@@ -6,17 +6,20 @@ native request (:mod:`ollama_nb.api.openai`), the manager's async face runs it o
 loop, and each native reply is rewritten into OpenAI's shape. Errors always come back as
 ``{"error": {"message", "type", "param", "code"}}``, whatever the rest of the server does.
 
-Streaming uses Server-Sent Events. The first native chunk is awaited before the response is
-started, so a bad request or an unknown model still gets its proper status code; an error after
-that point arrives as a final ``data: {"error": ...}`` event (which the ``openai`` client
-raises). When the client goes away, closing the chunk iterator cancels generation.
+Streaming uses Server-Sent Events (sent with aiohttp-sse). The first native chunk is awaited
+before the response is started, so a bad request or an unknown model still gets its proper
+status code; an error after that point arrives as a final ``data: {"error": ...}`` event (which
+the ``openai`` client raises). When the client goes away, closing the chunk iterator cancels
+generation. A stream that runs long carries ``: ping`` comments, which SSE clients (``openai``
+among them) skip.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -43,10 +46,11 @@ from ..api.openai_types import (
     OpenAIShape,
 )
 from .keys import MANAGER
+from .streaming import event_source
 
 __all__ = ["setup_openai"]
 
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_PING_S = 15.0  # between ``: ping`` comments, so proxies do not time out a slow generation
 
 
 def setup_openai(app: web.Application) -> None:
@@ -58,12 +62,13 @@ def setup_openai(app: web.Application) -> None:
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
 
 
-def _dumps(shape: OpenAIShape) -> bytes:
-    return json.dumps(shape.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+def _text(shape: OpenAIShape) -> str:
+    """Compact JSON on one line (JSON escapes newlines), so it is exactly one SSE ``data`` field."""
+    return json.dumps(shape.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
 def _json(shape: OpenAIShape, status: int = 200) -> web.Response:
-    return web.Response(body=_dumps(shape), status=status, content_type="application/json")
+    return web.Response(body=_text(shape).encode(), status=status, content_type="application/json")
 
 
 def _error(exc: BaseException) -> web.Response:
@@ -87,34 +92,50 @@ async def _close(chunks: AsyncIterator[Any]) -> None:
         await close()
 
 
+async def _events(
+    chunks: AsyncIterator[Any],
+    first: Any,
+    translate: Callable[[Any], Sequence[OpenAIShape]],
+) -> AsyncGenerator[str, None]:
+    """The ``data`` of each event: ``first`` and the rest of ``chunks`` translated, then
+    ``[DONE]``; a failure of generation or translation ends it with an error event instead.
+
+    Kept apart from the writing so that an error here is reported in-band while an error
+    writing (the client gone) is not answered at all.
+    """
+    try:
+        item = first
+        while item is not None:
+            for event in translate(item):
+                yield _text(event)
+            try:
+                item = await chunks.__anext__()
+            except StopAsyncIteration:
+                item = None
+        yield "[DONE]"
+    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
+        _, body = error_for(exc)
+        yield _text(body)
+
+
 async def _stream_sse(
     request: web.Request,
     chunks: AsyncIterator[Any],
     first: Any,
     translate: Callable[[Any], Sequence[OpenAIShape]],
 ) -> web.StreamResponse:
-    """Write ``first`` and the rest of ``chunks`` as SSE events, then ``[DONE]``."""
-    response = web.StreamResponse(headers=_SSE_HEADERS)
+    """Send ``first`` and the rest of ``chunks`` as SSE events, then ``[DONE]``."""
+    response = event_source(ping_interval=_PING_S)
+    events = _events(chunks, first, translate)
     try:
         await response.prepare(request)
-        item = first
-        while item is not None:
-            for event in translate(item):
-                await response.write(b"data: " + _dumps(event) + b"\n\n")
-            try:
-                item = await chunks.__anext__()
-            except StopAsyncIteration:
-                item = None
-        await response.write(b"data: [DONE]\n\n")
-    except ConnectionResetError:
-        pass  # the client left; closing the iterator below cancels generation
-    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
-        _, body = error_for(exc)
-        try:
-            await response.write(b"data: " + _dumps(body) + b"\n\n")
-        except ConnectionResetError:
-            pass
+        async with response:  # on leaving: the pings stop
+            async for data in events:
+                await response.send(data)
+    except (ConnectionResetError, asyncio.TimeoutError):
+        pass  # the client left or stopped reading; closing the iterator below cancels generation
     finally:
+        await events.aclose()
         await _close(chunks)
     return response
 

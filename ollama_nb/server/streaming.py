@@ -1,4 +1,4 @@
-"""JSON and NDJSON replies.
+"""JSON, NDJSON and Server-Sent Events replies.
 
 The manager's blocking chunk iterators reach the loop through a :class:`~ollama_nb.serving.pump.ChunkPump`;
 chunks that are ready together go out in one write.
@@ -7,17 +7,22 @@ chunks that are ready together go out in one write.
 awaited *before* the response starts, so a missing model, a bad option or a full queue still get
 their own status code (404, 400, 503); after that an error can only be a last ``{"error": ...}``
 line, as Ollama writes it.
+
+:func:`event_source` makes the Server-Sent Events responses of ``/v1`` and the dashboard
+(aiohttp-sse's ``EventSourceResponse``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
 from ..base.errors import OllamaNbError, ServerStopping
 from ..serving.pump import ChunkPump
@@ -26,6 +31,10 @@ log = logging.getLogger("ollama_nb.server")
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 NDJSON_CONTENT_TYPE = "application/x-ndjson"
+
+#: Event fields end with a bare LF, as this server has always framed them (aiohttp-sse's default
+#: is CRLF; both are valid SSE, but clients and tests that read lines see the same bytes as before).
+SSE_SEPARATOR = "\n"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -123,3 +132,25 @@ def last(chunks: Iterator[Any]) -> Any:
     for final in chunks:
         pass
     return final
+
+
+def event_source(*, ping_interval: float) -> EventSourceResponse:
+    """An SSE response (``text/event-stream``, ``Cache-Control: no-cache``, ``X-Accel-Buffering:
+    no``) that sends a ``: ping`` comment every ``ping_interval`` seconds, so idle proxies keep
+    the connection open and a client that left is noticed; SSE clients ignore comments.
+
+    aiohttp-sse 2.2 (the last release for Python 3.10) takes the ping interval as a property and
+    serves any method; 3.0 takes it in the constructor and refuses all but GET unless
+    ``allow_all_methods`` is set. The router already decides which methods reach a handler
+    (``/v1`` streams answer POSTs), so every method is allowed here.
+    """
+    accepted = inspect.signature(EventSourceResponse.__init__).parameters
+    options: dict[str, Any] = {"sep": SSE_SEPARATOR}
+    if "allow_all_methods" in accepted:
+        options["allow_all_methods"] = True
+    if "ping_interval" in accepted:
+        options["ping_interval"] = ping_interval
+    response = EventSourceResponse(**options)
+    if "ping_interval" not in accepted:
+        setattr(response, "ping_interval", ping_interval)  # noqa: B010 - a property on 2.2 only
+    return response

@@ -325,6 +325,16 @@ class ModelManager:
 
         return self._pipeline.generate(spec.name, started, lambda: self._acquire(spec, opts, ka), prepare, replies)
 
+    def _checked_spec(self, req: GenerateRequest | ChatRequest, *, no_model: OllamaNbError) -> ModelSpec:
+        """The request's model, after the checks Ollama makes before anything else: a model is
+        named (each endpoint words its own error), keep_alive parses, top_logprobs is in range."""
+        if not req.model:
+            raise no_model
+        spec = self.spec(req.model)
+        self._keep_alive(req.keep_alive)
+        self._check_logprobs(req.logprobs, req.top_logprobs)
+        return spec
+
     def _load_only(self, spec: ModelSpec, req: GenerateRequest | ChatRequest) -> Iterator[Any]:
         """A request without a prompt loads (or, with keep_alive 0, unloads) its model."""
         ka = self._keep_alive(req.keep_alive)
@@ -349,11 +359,7 @@ class ModelManager:
 
     def _generate_chunks(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
         started = time.perf_counter_ns()
-        if not req.model:
-            raise ModelNotFound("")
-        spec = self.spec(req.model)
-        self._keep_alive(req.keep_alive)
-        self._check_logprobs(req.logprobs, req.top_logprobs)
+        spec = self._checked_spec(req, no_model=ModelNotFound(""))
         if not req.prompt and not req.suffix:
             return self._load_only(spec, req)
         spec.require("completion")
@@ -378,11 +384,7 @@ class ModelManager:
 
     def _chat_chunks(self, req: ChatRequest) -> Iterator[ChatResponse]:
         started = time.perf_counter_ns()
-        if not req.model:
-            raise InvalidRequest("model is required")
-        spec = self.spec(req.model)
-        self._keep_alive(req.keep_alive)
-        self._check_logprobs(req.logprobs, req.top_logprobs)
+        spec = self._checked_spec(req, no_model=InvalidRequest("model is required"))
         if not req.messages:
             return self._load_only(spec, req)
         if "completion" not in spec.capabilities:

@@ -34,6 +34,10 @@ FORMATS: tuple[str, ...] = ("markdown", "text", "json", "code")
 #: asked of which model and its answer, then the one timing column list.
 ROW_COLUMNS = ("model", "prompt", "reply", *TIMING_COLUMNS)
 
+# The metadata keys of a reply cut short: the same keys as a finished one, all None, so a saved
+# notebook's outputs have one schema.
+_NO_TIMINGS: dict[str, Any] = dict.fromkeys(Timings().to_dict())
+
 
 @dataclass
 class ChatResult:
@@ -64,7 +68,7 @@ class ChatResult:
                 "format": self.format,
                 "done_reason": self.done_reason,
                 "interrupted": self.interrupted,
-                **(self.timings.to_dict() if self.timings else {}),
+                **(self.timings.to_dict() if self.timings else _NO_TIMINGS),
             }
         }
 

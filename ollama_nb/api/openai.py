@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from ..base.errors import InvalidRequest, OllamaNbError
 from ..base.refs import DEFAULT_NAMESPACE, ModelRef
+from .gojson import OPENAI, decode_body, parse
 from .openai_types import (
     ChatChoice,
     ChatChunkChoice,
@@ -134,19 +135,9 @@ def _validation_text(exc: ValidationError) -> str:
 
 
 def parse_body(shape: type[Shape], body: bytes) -> Shape:
-    """Decode a request body into ``shape``; bad JSON and wrong types are a 400 as in Go."""
-    if not body.strip():
-        raise InvalidRequest("missing request body")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"request body must be a JSON object, not {_go_type(data)}")
-    try:
-        return shape.model_validate_json(body)
-    except ValidationError as exc:
-        raise InvalidRequest(_validation_text(exc)) from None
+    """Decode a request body into ``shape`` as Ollama's ``/v1`` handlers do: with Go's decoder,
+    so bad JSON and wrong types get Go's 400 texts (``api.gojson``)."""
+    return parse(shape, decode_body(body, shape, OPENAI), OPENAI)
 
 
 def new_id(prefix: str) -> str:
@@ -256,8 +247,10 @@ def _native_messages(messages: list[ChatCompletionMessage]) -> list[Message]:
             content = ""
         elif isinstance(msg.content, str):
             content = msg.content
-        else:
+        elif isinstance(msg.content, list):
             content = _text_of_parts(msg.content)
+        else:  # Go decodes content into an interface {} and checks its type afterwards
+            raise InvalidRequest(f"invalid message content type: {_go_type(msg.content)}")
         native.append(Message(
             role=role,
             content=content,

@@ -65,7 +65,7 @@ class ChatCompletionMessage(OpenAIShape):
     """
 
     role: str
-    content: str | list[Any] | None = None
+    content: Any = None  # checked when converted, as Ollama checks its interface {}
     reasoning: str | None = None
     tool_calls: list[OpenAIToolCall] | None = None
     name: str | None = None

@@ -6,24 +6,24 @@ Ollama users keep asking for. Handlers never block the loop: inference is driven
 :class:`~ollama_nb.serving.pump.ChunkPump`, and every other manager call (they read
 manifests, hash blobs, load models) runs in a thread.
 
-Request bodies are decoded the way Go's ``encoding/json`` decodes them: unknown fields are
-ignored, ``null`` leaves a field at its default, a wrong type is a 400 with Go's wording, and an
-empty body is ``missing request body``.
+Request bodies are decoded the way Go's ``encoding/json`` decodes them (``api.gojson``): unknown
+fields are ignored, ``null`` leaves a field at its default, a wrong type is a 400 with Go's
+wording, and an empty body is ``missing request body``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import types
 import typing
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..api.collect import collect_chat, collect_generate
+from ..api.gojson import decode_body, parse
 from ..api.types import (
     ChatRequest,
     CopyRequest,
@@ -64,140 +64,12 @@ M = TypeVar("M", bound=BaseModel)
 BLOB_CHUNK = 1 << 20  # bytes handed to the disk writer at a time
 
 
-# ---- decoding like Go ------------------------------------------------------------------------
-
-_GO_STRUCT = {"EmbeddingsRequest": "EmbeddingRequest"}
-_GO_FIELD_TYPE = {"keep_alive": "api.Duration", "format": "json.RawMessage", "think": "api.ThinkValue"}
-_GO_SCALAR = {str: "string", bool: "bool", int: "int", float: "float64"}
-
-
-def _quote_char(ch: str) -> str:
-    """Go's ``quoteChar`` for syntax errors: ``'x'``, ``'\\''``, ``'"'``, ``'\\n'``."""
-    if ch == "'":
-        return "'\\''"
-    if ch == '"':
-        return "'\"'"
-    return "'" + json.dumps(ch)[1:-1] + "'"
-
-
-def _syntax_error(doc: str, err: json.JSONDecodeError) -> str:
-    """The Go decoder's wording for a JSON syntax error."""
-    if err.pos >= len(doc) or err.msg.startswith("Unterminated string"):
-        return "unexpected EOF"
-    ch = doc[err.pos]
-    if err.msg.startswith("Invalid control character"):
-        return f"invalid character {_quote_char(ch)} in string literal"
-    context = {
-        "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
-        "Expecting ':' delimiter": "after object key",
-        "Expecting ',' delimiter": "after object key:value pair" if _innermost(doc, err.pos) == "{" else "after array element",
-    }.get(err.msg, "looking for beginning of value")
-    return f"invalid character {_quote_char(ch)} {context}"
-
-
-def _innermost(doc: str, pos: int) -> str:
-    """The innermost open bracket at ``pos`` (strings skipped): which Go message applies."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for ch in doc[:pos]:
-        if in_string:
-            escaped = not escaped and ch == "\\"
-            if ch == '"' and not escaped:
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "[{":
-            stack.append(ch)
-        elif ch in "]}" and stack:
-            stack.pop()
-    return stack[-1] if stack else ""
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else "null"
-
-
-def _go_type(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin in (typing.Union, types.UnionType):
-        return _go_type(args[0]) if len(args) == 1 else "interface {}"
-    if origin is list:
-        return "[]" + (_go_type(args[0]) if args else "interface {}")
-    if origin is dict:
-        return "map[string]" + (_go_type(args[1]) if len(args) == 2 else "interface {}")
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "api." + annotation.__name__
-    return _GO_SCALAR.get(annotation, "interface {}")
-
-
-def _strip_optional(annotation: Any) -> Any:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        return args[0]
-    return annotation
-
-
-def _unmarshal_error(cls: type[BaseModel], error: dict[str, Any]) -> str:
-    """``json: cannot unmarshal <kind> into Go struct field <Struct>.<path> of type <type>``."""
-    path: list[str] = []
-    annotation: Any = cls
-    for part in error["loc"]:
-        current = _strip_optional(annotation)
-        if isinstance(part, int):  # an element of a list
-            args = typing.get_args(current)
-            annotation = args[0] if typing.get_origin(current) is list and args else Any
-            continue
-        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
-        if part not in fields:
-            break  # a union member's tag, not a field
-        path.append(fields[part].alias or part)
-        annotation = fields[part].annotation
-    go_type = (_GO_FIELD_TYPE.get(path[-1]) if path else None) or _go_type(annotation)
-    struct = _GO_STRUCT.get(cls.__name__, cls.__name__)
-    kind = _json_kind(error.get("input"))
-    return f"json: cannot unmarshal {kind} into Go struct field {struct}.{'.'.join(path)} of type {go_type}"
+# ---- decoding like Go (api.gojson) ----------------------------------------------------------
 
 
 async def read_json(request: web.Request, cls: type[BaseModel] | None = None) -> dict[str, Any]:
     """The request body as a JSON object, or Ollama's 400 for an empty or malformed body."""
-    raw = await request.read()
-    text = raw.decode("utf-8", errors="replace").lstrip(" \t\r\n")
-    if not text:
-        raise InvalidRequest("missing request body")
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text)  # like Go's Decoder: trailing data ignored
-    except json.JSONDecodeError as err:
-        raise InvalidRequest(_syntax_error(text, err)) from None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        struct = _GO_STRUCT.get(cls.__name__, cls.__name__) if cls else "Request"
-        raise InvalidRequest(f"json: cannot unmarshal {_json_kind(value)} into Go value of type api.{struct}")
-    return value
-
-
-def parse(cls: type[M], body: dict[str, Any]) -> M:
-    """Validate ``body`` strictly (Go does not turn ``"5"`` into 5) into one of the API types."""
-    data = {k: v for k, v in body.items() if v is not None}
-    if isinstance(data.get("messages"), list):
-        data["messages"] = [
-            {k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m
-            for m in data["messages"]
-        ]
-    try:
-        return cls.model_validate(data, strict=True)
-    except ValidationError as exc:
-        raise InvalidRequest(_unmarshal_error(cls, exc.errors(include_url=False)[0])) from None
+    return decode_body(await request.read(), cls)
 
 
 async def decode(request: web.Request, cls: type[M]) -> M:
@@ -479,4 +351,4 @@ def setup_native(app: web.Application) -> None:
     r.add_post("/api/detokenize", detokenize)
 
 
-__all__ = ["decode", "parse", "read_json", "setup_native"]
+__all__ = ["decode", "read_json", "setup_native"]

@@ -210,12 +210,10 @@ def test_a_bug_is_a_one_line_500_and_a_logged_traceback(caplog, tmp_path):
     assert any(r.exc_info and "disk" in str(r.exc_info[1]) for r in caplog.records)
 
 
-def test_route_modules_owned_elsewhere_are_optional(empty_manager, monkeypatch):
-    from ollama_nb.server import app as app_module
-
-    monkeypatch.setattr(app_module, "_OPTIONAL_SETUPS", (("no_such_module", "setup"),))
+def test_every_route_module_is_installed(empty_manager):
     app = make_app(empty_manager)
-    assert any(r.resource.canonical == "/api/chat" for r in app.router.routes())
+    paths = {r.resource.canonical for r in app.router.routes()}
+    assert {"/api/chat", "/v1/chat/completions", "/metrics", "/dashboard"} <= paths
 
 
 # ---- /v1: refusals at the door in OpenAI's error shape ----------------------------------------

@@ -3,16 +3,16 @@ serve``, tests) goes through, so all of them answer the same routes behind the s
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..base import config
+from .dashboard import setup_metrics
 from .keys import MANAGER
 from .native import setup_native
+from .openai_compat import setup_openai
 from .security import setup_security
 from .streaming import setup_streaming
 
@@ -22,20 +22,6 @@ if TYPE_CHECKING:
 #: Largest JSON body accepted (images travel base64 inside chat requests). Blob uploads stream
 #: to disk and are exempt.
 DEFAULT_MAX_BODY = 64 << 20
-
-# Route modules owned elsewhere, installed when present: (module, setup function).
-_OPTIONAL_SETUPS = (("openai_compat", "setup_openai"), ("dashboard", "setup_metrics"))
-
-
-def _install_optional(app: web.Application) -> None:
-    """``/v1/*`` and ``/metrics`` live in their own modules; a missing module is skipped, while a
-    module that exists but fails to import still raises (a bug must not look like absence)."""
-    for module, function in _OPTIONAL_SETUPS:
-        name = f"{__package__}.{module}"
-        if importlib.util.find_spec(name) is None:
-            continue
-        getattr(importlib.import_module(name), function)(app)
-
 
 def make_app(
     manager: ModelManager,
@@ -63,5 +49,6 @@ def make_app(
     )
     setup_streaming(app)
     setup_native(app)
-    _install_optional(app)
+    setup_openai(app)
+    setup_metrics(app)
     return app

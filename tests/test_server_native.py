@@ -141,6 +141,60 @@ def test_ndjson_stream_is_the_default_and_ends_with_metrics(live):
     assert body["done"] is True and body["message"]["content"] and all(key in body for key in TIMINGS)
 
 
+def _events(body: bytes) -> list[dict]:
+    """The JSON of each ``data:`` event of an SSE body (comments such as pings skipped)."""
+    events = [block for block in body.decode().split("\n\n") if block.strip()]
+    assert all(block.startswith("data: ") and "\n" not in block for block in events), events
+    return [json.loads(block.removeprefix("data: ")) for block in events]
+
+
+def test_a_request_that_accepts_events_gets_the_same_chunks_as_sse(live):
+    """What a browser behind jupyter-server-proxy asks for: the proxy streams only responses to
+    requests that accept text/event-stream, and buffers NDJSON whole."""
+    body = {"model": SMOLLM, "messages": [{"role": "user", "content": "Hello"}],
+            "options": {**FAST, "temperature": 0, "seed": 1}}
+    ndjson = http(live.url, "POST", "/api/chat", body)
+    sse = http(live.url, "POST", "/api/chat", body, headers={"Accept": "text/event-stream"})
+    assert sse.status == 200 and sse.headers["Content-Type"] == "text/event-stream"
+    assert sse.headers["Cache-Control"] == "no-cache"
+    events = _events(sse.body)
+    lines = [json.loads(line) for line in ndjson.body.decode().splitlines()]
+    assert [e["message"]["content"] for e in events] == [line["message"]["content"] for line in lines]
+    assert events[-1]["done"] is True and events[-1]["eval_count"] == FAST["num_predict"]
+    assert not any(e["done"] for e in events[:-1])
+    # errors before the stream starts keep their status, whatever the client accepts
+    missing = http(live.url, "POST", "/api/chat", {**body, "model": "nosuchmodel:1b"},
+                   headers={"Accept": "text/event-stream"})
+    assert missing.status == 404 and missing.json() == {"error": "model 'nosuchmodel:1b' not found"}
+
+
+def test_cancel_by_request_id_ends_the_stream_and_the_generation(live):
+    """What a Stop button behind jupyter-server-proxy does: the proxy keeps our connection open
+    after the browser has gone, so the page names its request and asks for it to be cancelled."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    records = []
+    live.manager.observers.append(records.append)
+    host = urlsplit(live.url)
+    conn = HTTPConnection(host.hostname, host.port, timeout=60)
+    conn.request("POST", "/api/generate", body=json.dumps(COUNTING),
+                 headers={"X-Request-Id": "page-1", "Accept": "text/event-stream"})
+    response = conn.getresponse()
+    first = response.readline()  # the first event: generation is under way
+    assert first.startswith(b"data: ")
+    assert http(live.url, "POST", "/api/cancel", {"id": "nope"}).status == 404
+    assert http(live.url, "POST", "/api/cancel", {}).json() == {"error": "id is required"}
+    cancelled = http(live.url, "POST", "/api/cancel", {"id": "page-1"})
+    assert cancelled.status == 200 and cancelled.json() == {"cancelled": "page-1"}
+    events = _events(first + response.read())
+    conn.close()
+    assert events[-1] == {"error": "request cancelled"}
+    assert wait_for(lambda: [r.done_reason for r in records] == ["cancel"])
+    assert records[0].timings.eval_count < 1000
+    assert http(live.url, "POST", "/api/cancel", {"id": "page-1"}).status == 404  # it is over
+
+
 def test_error_after_streaming_began_is_the_last_line(live, monkeypatch):
     """A failure mid-generation can no longer change the status: it becomes a final error line."""
     real_generate = live.manager.generate

@@ -196,6 +196,15 @@ class PayloadTooLarge(OllamaNbError):
         super().__init__("http: request body too large")
 
 
+class RequestCancelled(OllamaNbError):
+    """The client asked (``POST /api/cancel``) to stop a request it can no longer close itself."""
+
+    status = 499  # nginx's "client closed request"; the stream ends before a status could be read
+
+    def __init__(self) -> None:
+        super().__init__("request cancelled")
+
+
 class ServerStopping(OllamaNbError):
     """The HTTP server is shutting down while this request was still being answered."""
 

@@ -54,7 +54,7 @@ from ..models.modelfile import Modelfile
 from ..models.options import validate_options
 from .keys import MANAGER
 from .security import streams_body
-from .streaming import json_response, last, respond_chunks
+from .streaming import cancel_request, error_response, json_response, last, respond_chunks
 
 if typing.TYPE_CHECKING:
     from ..manager.core import ModelManager
@@ -327,6 +327,19 @@ async def upload_blob(request: web.Request) -> web.Response:
     return web.Response(status=201 if info.created else 200)
 
 
+async def cancel(request: web.Request) -> web.Response:
+    """``POST /api/cancel {"id": ...}`` (beyond Ollama): stop the streamed request that was sent
+    with ``X-Request-Id: <id>``, for clients that cannot close their connection (a browser
+    behind jupyter-server-proxy). 404 when no such request is in progress."""
+    body = await read_json(request)
+    request_id = body.get("id")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidRequest("id is required")
+    if not cancel_request(request.app, request_id):
+        return error_response(404, f"no request {request_id!r} in progress")
+    return json_response({"cancelled": request_id})
+
+
 def setup_native(app: web.Application) -> None:
     """Register the native routes, one method each, so a wrong method is a 405 as in gin."""
     r = app.router
@@ -347,6 +360,7 @@ def setup_native(app: web.Application) -> None:
     r.add_delete("/api/delete", delete)
     r.add_get("/api/ps", ps, allow_head=False)
     r.add_get("/api/info", info, allow_head=False)
+    r.add_post("/api/cancel", cancel)
     r.add_post("/api/tokenize", tokenize)
     r.add_post("/api/detokenize", detokenize)
 

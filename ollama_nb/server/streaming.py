@@ -18,13 +18,13 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from ..base.errors import OllamaNbError, ServerStopping
+from ..base.errors import OllamaNbError, RequestCancelled, ServerStopping
 from ..serving.pump import ChunkPump
 
 log = logging.getLogger("ollama_nb.server")
@@ -66,12 +66,16 @@ def one_line(exc: BaseException) -> str:
 
 #: The pumps of the responses in progress, so a stopping server can end them at once.
 ACTIVE_PUMPS: web.AppKey[set[ChunkPump]] = web.AppKey("ollama_nb.active_pumps", set)
+#: The same pumps by the ``X-Request-Id`` their client gave, for ``POST /api/cancel``.
+BY_REQUEST_ID: web.AppKey[dict[str, ChunkPump]] = web.AppKey("ollama_nb.pumps_by_request_id", dict)
+REQUEST_ID_HEADER = "X-Request-Id"
 
 
 def setup_streaming(app: web.Application) -> None:
     """Track streams so that a server shutdown ends them with a last ``{"error": "server is
     shutting down"}`` line (and cancels their generation) instead of waiting them out."""
     app[ACTIVE_PUMPS] = set()
+    app[BY_REQUEST_ID] = {}
 
     async def end_streams(app: web.Application) -> None:
         for pump in list(app[ACTIVE_PUMPS]):
@@ -87,7 +91,8 @@ async def respond_chunks(
     stream: bool,
     collect: Callable[[Iterator[Any]], Any],
 ) -> web.StreamResponse:
-    """Answer with NDJSON (``stream``) or with ``collect(chunks)`` as one JSON object.
+    """Answer with NDJSON (``stream``; Server-Sent Events when the request accepts them) or
+    with ``collect(chunks)`` as one JSON object.
 
     Errors raised before the first chunk propagate (the error middleware turns them into a
     status and ``{"error": ...}``); errors after it become the stream's last line.
@@ -96,25 +101,23 @@ async def respond_chunks(
     active = request.app.get(ACTIVE_PUMPS)
     if active is not None:
         active.add(chunks)
+    by_id = request.app.get(BY_REQUEST_ID)
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    if by_id is not None and request_id:
+        by_id[request_id] = chunks
     try:
         first = await chunks.__anext__()
         if not stream:
             items = [first]
             items.extend([chunk async for chunk in chunks])
             return json_response(collect(iter(items)))
+        if wants_events(request):
+            return await _events(request, first, chunks)
         response = web.StreamResponse(headers={"Content-Type": NDJSON_CONTENT_TYPE})
         await response.prepare(request)
         await response.write(dumps(first) + b"\n")
-        try:
-            async for batch in chunks.batches():
-                await response.write(b"".join([dumps(chunk) + b"\n" for chunk in batch]))
-        except OllamaNbError as exc:
-            await response.write(dumps({"error": str(exc)}) + b"\n")
-        except (ConnectionError, asyncio.CancelledError):
-            raise  # the client went away: nothing left to write to
-        except Exception as exc:
-            log.exception("%s %s failed while streaming", request.method, request.path)
-            await response.write(dumps({"error": one_line(exc)}) + b"\n")
+        async for lines in _batches_after(request, chunks):
+            await response.write(b"".join([line + b"\n" for line in lines]))  # ready together: one write
         await response.write_eof()
         return response
     except StopAsyncIteration:
@@ -122,7 +125,57 @@ async def respond_chunks(
     finally:
         if active is not None:
             active.discard(chunks)
+        if by_id is not None and request_id and by_id.get(request_id) is chunks:
+            del by_id[request_id]
         await chunks.aclose()
+
+
+def cancel_request(app: web.Application, request_id: str) -> bool:
+    """End the stream a client started with ``X-Request-Id: request_id``, cancelling its
+    generation; False when no such request is in progress (it ended, or never existed).
+
+    A client normally cancels by closing its connection. A browser behind jupyter-server-proxy
+    cannot: the proxy keeps reading from us after the browser has gone, so the model would
+    generate for nobody until the reply ended. Stop buttons there call ``/api/cancel``."""
+    pump = app.get(BY_REQUEST_ID, {}).get(request_id)
+    if pump is None:
+        return False
+    pump.interrupt(RequestCancelled())
+    return True
+
+
+def wants_events(request: web.Request) -> bool:
+    """A streaming request that accepts ``text/event-stream`` gets its chunks as Server-Sent
+    Events instead of NDJSON. jupyter-server-proxy passes a response through unbuffered only when
+    the request accepts exactly that, so a browser behind it (the JupyterLab extension) asks for
+    events; every Ollama client asks for NDJSON and gets Ollama's bytes."""
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+async def _batches_after(request: web.Request, chunks: ChunkPump) -> AsyncIterator[list[bytes]]:
+    """The JSON of every chunk after the first, in the batches the pump delivers, then an error
+    the stream ended with (as Ollama writes it: one last ``{"error": ...}``)."""
+    try:
+        async for batch in chunks.batches():
+            yield [dumps(chunk) for chunk in batch]
+    except OllamaNbError as exc:
+        yield [dumps({"error": str(exc)})]
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away: nothing left to write to
+    except Exception as exc:
+        log.exception("%s %s failed while streaming", request.method, request.path)
+        yield [dumps({"error": one_line(exc)})]
+
+
+async def _events(request: web.Request, first: Any, chunks: ChunkPump) -> web.StreamResponse:
+    """The same chunks, one ``data:`` event each (the last may be ``{"error": ...}``)."""
+    response = event_source(ping_interval=15.0)
+    await response.prepare(request)
+    await response.send(dumps(first).decode())
+    async for lines in _batches_after(request, chunks):
+        for line in lines:
+            await response.send(line.decode())
+    return response
 
 
 def last(chunks: Iterator[Any]) -> Any:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-# The ``server`` and ``client`` fixtures of the /v1 and metrics tests (a module may define its own).
-pytest_plugins = ("tests.openai_fixtures",)
+# The ``server`` and ``client`` fixtures of the /v1 and metrics tests (a module may define its
+# own), and the browser tests' ``page``.
+pytest_plugins = ("tests.openai_fixtures", "tests.lab_fixtures")
 
 SMOLLM = "smollm2:135m"
 GEMMA = "gemma3:270m"

@@ -130,6 +130,15 @@ def test_sidebar_chat_status_bar_and_completion_in_jupyterlab(page: Any, tmp_pat
         assert GEMMA in [m["name"] for m in _json(f"{server_url}/api/tags")["models"]]
         _shot(page, "2-pulled")
 
+        # a pull that fails says why in the sidebar, and the store is as it was
+        before = sorted(m["name"] for m in _json(f"{server_url}/api/tags")["models"])
+        sidebar.locator(".onb-pull-name").fill("Not A Model!")
+        sidebar.locator(".onb-pull-button").click()
+        failed = sidebar.locator(".onb-pull-status.onb-error")
+        failed.wait_for()
+        assert failed.inner_text().startswith("Not A Model!: ") and "invalid" in failed.inner_text()
+        assert sorted(m["name"] for m in _json(f"{server_url}/api/tags")["models"]) == before
+
         # ---- chat panel: from the notebook toolbar, streams a reply with its speed ---------
         page.locator(".jp-NotebookPanel .onb-toolbar-chat").first.click()
         panel = page.locator(".onb-chat").last

@@ -62,6 +62,11 @@ export class ModelsSidebar extends Widget {
     connection.changed.connect(() => this.renderLoaded());
   }
 
+  /** Look again each time the sidebar is opened: a kernel may have started a server since. */
+  protected onAfterShow(): void {
+    void this.reload(true);
+  }
+
   /** Find the server again and redraw (on show, on Refresh, after a change). */
   async reload(rediscover = false): Promise<void> {
     if (rediscover || !this.connection.api) {

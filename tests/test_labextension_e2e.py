@@ -70,6 +70,18 @@ def _json(url: str) -> Any:
         return json.load(res)
 
 
+def _kernel_idle(url: str, token: str) -> None:
+    """Until the notebook's kernel reports idle (the toolbar's indicator may be folded away when
+    panels share the screen, so ask the server)."""
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while True:
+        sessions = _json(f"{url}/api/sessions?token={token}")
+        if sessions and all(s["kernel"]["execution_state"] == "idle" for s in sessions):
+            return
+        assert time.monotonic() < deadline, sessions
+        time.sleep(0.5)
+
+
 def _wait_idle(page: Any) -> None:
     page.wait_for_function(
         "() => document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator')"
@@ -141,7 +153,7 @@ def test_sidebar_chat_status_bar_and_completion_in_jupyterlab(page: Any, tmp_pat
 
         # ---- chat panel: from the notebook toolbar, streams a reply with its speed ---------
         page.locator(".jp-NotebookPanel .onb-toolbar-chat").first.click()
-        panel = page.locator(".onb-chat").last
+        panel = page.locator(".onb-chat").nth(0)
         panel.wait_for(state="visible")
         page.wait_for_function(f"() => [...document.querySelectorAll('.onb-chat-model option')]"
                                f".some(o => o.value === '{SMOLLM}')")
@@ -178,6 +190,72 @@ def test_sidebar_chat_status_bar_and_completion_in_jupyterlab(page: Any, tmp_pat
         assert [r["done_reason"] for r in records] == ["cancel"], records
         _shot(page, "4-stopped")
 
+        # ---- two panels at once, on two models: each reply goes to its own panel ------------
+        page.locator(".jp-NotebookPanel .onb-toolbar-chat").first.click()
+        page.wait_for_function("() => document.querySelectorAll('.onb-chat').length === 2")
+        second = page.locator(".onb-chat").nth(1)
+        page.wait_for_function(f"() => [...document.querySelectorAll('.onb-chat')].pop()"
+                               f".querySelector('.onb-chat-model option[value=\"{GEMMA}\"]')")
+        second.locator(".onb-chat-model").select_option(GEMMA)
+        for p_, text in ((panel, "Write a long story about a cat."), (second, "Write a long story about a dog.")):
+            p_.locator(".onb-chat-temperature").fill("0")
+            p_.locator(".onb-chat-prompt").fill(text)
+        panel.locator(".onb-chat-send").click()
+        second.locator(".onb-chat-send").click()
+        page.wait_for_function(  # both stream at the same time
+            "() => [...document.querySelectorAll('.onb-chat')].every(p => "
+            "([...p.querySelectorAll('.onb-chat-assistant .onb-chat-body')].pop()?.innerText || '').length > 20)")
+        _shot(page, "5-two-panels")
+        for p_, model in ((panel, SMOLLM), (second, GEMMA)):
+            p_.locator(".onb-chat-stop").click()
+            p_.locator(".onb-chat-stats").last.filter(has_text="stopped").wait_for()
+            assert p_.locator(".onb-chat-stats").last.inner_text() == f"{model} · stopped"
+        assert second.locator(".onb-chat-user").count() == 1  # the other panel's turns stay there
+        assert "dog" in second.locator(".onb-chat-user").inner_text()
+
+        # ---- a code block goes into the notebook -----------------------------------------------
+        panel.locator(".onb-chat-new").click()  # a fresh conversation: the history would change the reply
+        assert panel.locator(".onb-chat-turn").count() == 0
+        panel.locator(".onb-chat-prompt").fill("Write a Python function that adds two numbers, in a code block.")
+        panel.locator(".onb-chat-send").click()
+        panel.locator(".onb-chat-assistant pre").last.wait_for()  # rendered while it streams
+        page.wait_for_timeout(1000)
+        panel.locator(".onb-chat-stop").click()
+        panel.locator(".onb-chat-stats").last.filter(has_text="stopped").wait_for()
+        cells_before = page.locator(".jp-NotebookPanel .jp-Cell").count()
+        code = panel.locator(".onb-chat-assistant pre").last.inner_text().strip()
+        panel.locator(".onb-chat-insert").last.click()
+        page.wait_for_function(
+            f"() => document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length === {cells_before + 1}")
+        first_line = code.split("\n")[0]
+        assert code and any(first_line in t for t in page.locator(".jp-NotebookPanel .jp-Cell .cm-content").all_inner_texts())
+
+        # ---- the kernel restarts mid-reply: one line says so; once served again, chat works --
+        panel.locator(".onb-chat-prompt").fill("Write a very long story about a castle, in many chapters.")
+        panel.locator(".onb-chat-send").click()
+        page.wait_for_function(
+            "() => ([...document.querySelectorAll('.onb-chat-assistant .onb-chat-body')].pop()?.innerText || '')"
+            ".trim().length > 20")
+        (kernel,) = [s_["kernel"]["id"] for s_ in _json(f"{url}/api/sessions?token={token}")]
+        restart = urllib.request.Request(f"{url}/api/kernels/{kernel}/restart?token={token}", method="POST", data=b"")
+        urllib.request.urlopen(restart, timeout=60).read()
+        gone = panel.locator(".onb-chat-stats.onb-error").last
+        gone.wait_for()
+        assert gone.inner_text().startswith("The model server stopped mid-reply")
+        _kernel_idle(url, token)
+        page.locator(".jp-NotebookPanel").first.click()
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.wait_for_function(  # the new kernel serves again, on a new port
+            "(old) => [...document.querySelectorAll('.jp-OutputArea-output')]"
+            ".some(o => o.innerText.includes('http://127.0.0.1:') && !o.innerText.includes(old))", arg=server_url)
+        _kernel_idle(url, token)
+        panel.locator(".onb-chat-new").click()
+        panel.locator(".onb-chat-prompt").fill("Name three colours.")
+        panel.locator(".onb-chat-send").click()
+        panel.locator(".onb-chat-stats").last.filter(has_text="tokens/s").wait_for()
+        _shot(page, "6-after-restart")
+
         # ---- inline completion in a code cell ------------------------------------------------
         page.locator(".jp-NotebookPanel").first.click()
         cell = page.locator(".jp-NotebookPanel .jp-Cell").last
@@ -189,7 +267,7 @@ def test_sidebar_chat_status_bar_and_completion_in_jupyterlab(page: Any, tmp_pat
         ghost = page.locator('.jp-GhostText[data-provided-by="ollama-nb:inline"]')
         ghost.first.wait_for(timeout=120_000)
         assert "".join(ghost.all_inner_texts()).strip()  # the model's suggestion, shown in the cell
-        _shot(page, "5-completion")
+        _shot(page, "7-completion")
 
 
 def test_built_extension_bundle_is_what_the_wheel_ships() -> None:

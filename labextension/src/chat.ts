@@ -151,9 +151,14 @@ export class ChatPanel extends Widget {
           controller.signal
         )
       );
-      const speed = final ? tokensPerSecond(final) : null;
+      const last = final as ChatChunk | null; // set by the callback above
+      if (!last) {
+        // the connection closed without Ollama's last chunk: the server (or its kernel) went away
+        throw new Error('the reply ended before it was complete');
+      }
+      const speed = tokensPerSecond(last);
       this.connection.noteSpeed(speed);
-      stats.textContent = `${this.model} · ${(final as ChatChunk | null)?.eval_count ?? 0} tokens` +
+      stats.textContent = `${this.model} · ${last.eval_count ?? 0} tokens` +
         (speed === null ? '' : ` · ${speed.toFixed(1)} tokens/s`);
     } catch (err) {
       if (controller.signal.aborted) {

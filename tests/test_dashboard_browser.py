@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +28,14 @@ from typing import Any
 import pytest
 
 from .conftest import SMOLLM
+from .lab_fixtures import CHROMIUM, CHROMIUM_ARGS, free_port, needs_chromium
 from .server_fixtures import http, store_view
 
 sync_api = pytest.importorskip("playwright.sync_api")
 Image = pytest.importorskip("PIL.Image")
 
-CHROMIUM = "/usr/bin/chromium"
 HUB = "hub.example.test"  # a JupyterHub's public name, resolved to 127.0.0.1 by this Chromium only
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--host-resolver-rules=MAP {HUB} 127.0.0.1"]
+BROWSER_ARGS = [*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HUB} 127.0.0.1"]
 TOKEN = "dashboard-test-token"
 
 # chart container -> (its data marks, marks per request, the colours they are drawn in)
@@ -49,7 +46,7 @@ CHARTS = {
     "c-load": ("rect", 1, ["#1f77b4"]),
 }
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = needs_chromium
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -81,15 +78,9 @@ def server(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         yield chromium
         chromium.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,7 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("jupyter-server is not installed")
     pytest.importorskip("jupyter_server_proxy")
     root = tmp_path_factory.mktemp("jupyter")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
     log = (root / "jupyter.log").open("wb")
     proc = subprocess.Popen(

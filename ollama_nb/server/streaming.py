@@ -171,10 +171,11 @@ async def _events(request: web.Request, first: Any, chunks: ChunkPump) -> web.St
     """The same chunks, one ``data:`` event each (the last may be ``{"error": ...}``)."""
     response = event_source(ping_interval=15.0)
     await response.prepare(request)
-    await response.send(dumps(first).decode())
-    async for lines in _batches_after(request, chunks):
-        for line in lines:
-            await response.send(line.decode())
+    async with response:  # on leaving: the pings stop
+        await response.send(dumps(first).decode())
+        async for lines in _batches_after(request, chunks):
+            for line in lines:
+                await response.send(line.decode())
     return response
 
 

@@ -310,34 +310,33 @@ class ModelManager:
         spec: ModelSpec,
         req: GenerateRequest | ChatRequest,
         started: int,
+        ka: float,
+        top: int,
         tokens_of: Callable[[Engine], list[int]],
         replies: Replies,
     ) -> Iterator[Any]:
-        """What generate and chat share once their request is checked: options, grammar,
-        logprobs and keep_alive, then the pipeline."""
+        """What generate and chat share once their request is checked: options and grammar,
+        then the pipeline."""
         opts = self._options(spec, req.options)
         grammar = json_grammar(req.format)
-        top = self._check_logprobs(req.logprobs, req.top_logprobs)
-        ka = self._keep_alive(req.keep_alive)
 
         def prepare(engine: Engine) -> GenerationJob:
             return self._job(tokens_of(engine), opts, grammar, top, req.shift)
 
         return self._pipeline.generate(spec.name, started, lambda: self._acquire(spec, opts, ka), prepare, replies)
 
-    def _checked_spec(self, req: GenerateRequest | ChatRequest, *, no_model: OllamaNbError) -> ModelSpec:
-        """The request's model, after the checks Ollama makes before anything else: a model is
-        named (each endpoint words its own error), keep_alive parses, top_logprobs is in range."""
+    def _checked(self, req: GenerateRequest | ChatRequest, *,
+                 no_model: OllamaNbError) -> tuple[ModelSpec, float, int]:
+        """The request's model, keep_alive (seconds) and top_logprobs (-1: none), after the
+        checks Ollama makes before anything else: a model is named (each endpoint words its own
+        error), keep_alive parses, top_logprobs is in range."""
         if not req.model:
             raise no_model
         spec = self.spec(req.model)
-        self._keep_alive(req.keep_alive)
-        self._check_logprobs(req.logprobs, req.top_logprobs)
-        return spec
+        return spec, self._keep_alive(req.keep_alive), self._check_logprobs(req.logprobs, req.top_logprobs)
 
-    def _load_only(self, spec: ModelSpec, req: GenerateRequest | ChatRequest) -> Iterator[Any]:
+    def _load_only(self, spec: ModelSpec, req: GenerateRequest | ChatRequest, ka: float) -> Iterator[Any]:
         """A request without a prompt loads (or, with keep_alive 0, unloads) its model."""
-        ka = self._keep_alive(req.keep_alive)
         if ka == 0:
             self.scheduler.unload(spec.ref.full)
             reason = "unload"
@@ -359,9 +358,9 @@ class ModelManager:
 
     def _generate_chunks(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
         started = time.perf_counter_ns()
-        spec = self._checked_spec(req, no_model=ModelNotFound(""))
+        spec, ka, top = self._checked(req, no_model=ModelNotFound(""))
         if not req.prompt and not req.suffix:
-            return self._load_only(spec, req)
+            return self._load_only(spec, req, ka)
         spec.require("completion")
         if req.suffix and "insert" not in spec.capabilities:
             raise InvalidRequest(f"{spec.ref.full} does not support insert")
@@ -372,7 +371,7 @@ class ModelManager:
             return generate_tokens(engine, spec, prompt=req.prompt, system=req.system, template=req.template,
                                    suffix=req.suffix, raw=req.raw, context=req.context)
 
-        return self._generation(spec, req, started, tokens_of, GenerateReplies(req.model, raw=req.raw))
+        return self._generation(spec, req, started, ka, top, tokens_of, GenerateReplies(req.model, raw=req.raw))
 
     # -- chat --
 
@@ -384,9 +383,9 @@ class ModelManager:
 
     def _chat_chunks(self, req: ChatRequest) -> Iterator[ChatResponse]:
         started = time.perf_counter_ns()
-        spec = self._checked_spec(req, no_model=InvalidRequest("model is required"))
+        spec, ka, top = self._checked(req, no_model=InvalidRequest("model is required"))
         if not req.messages:
-            return self._load_only(spec, req)
+            return self._load_only(spec, req, ka)
         if "completion" not in spec.capabilities:
             raise InvalidRequest(f'"{req.model}" does not support chat')
         if req.tools and "tools" not in spec.capabilities:
@@ -397,7 +396,7 @@ class ModelManager:
             return chat_tokens(engine, spec, messages, tools=req.tools)
 
         replies = ChatReplies(req.model, tool_names=[t.function.name for t in req.tools or []])
-        return self._generation(spec, req, started, tokens_of, replies)
+        return self._generation(spec, req, started, ka, top, tokens_of, replies)
 
     # -- embeddings --
 

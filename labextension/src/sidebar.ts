@@ -69,8 +69,9 @@ export class ModelsSidebar extends Widget {
 
   /** Find the server again and redraw (on show, on Refresh, after a change). */
   async reload(rediscover = false): Promise<void> {
-    if (rediscover || !this.connection.api) {
-      await this.connection.refresh();
+    const rediscovered = rediscover || !this.connection.api;
+    if (rediscovered) {
+      await this.connection.refresh(); // which reads /api/ps too
     }
     this.renderStatus();
     const api = this.connection.api;
@@ -80,7 +81,9 @@ export class ModelsSidebar extends Widget {
     }
     try {
       this.renderInstalled(await api.tags());
-      await this.connection.refreshLoaded();
+      if (!rediscovered) {
+        await this.connection.refreshLoaded();
+      }
     } catch (err) {
       this.status.textContent = `The model server stopped answering (${(err as Error).message}).`;
     }

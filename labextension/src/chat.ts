@@ -8,7 +8,7 @@
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
-import { ChatChunk, Message, tokensPerSecond } from './api';
+import { ApiError, ChatChunk, Message, tokensPerSecond } from './api';
 import { Connection } from './connection';
 import { el } from './dom';
 
@@ -136,21 +136,40 @@ export class ChatPanel extends Widget {
     const system = this.system.value.trim();
     const messages: Message[] = system ? [{ role: 'system', content: system }, ...this.messages] : [...this.messages];
     try {
-      await this.connection.track(
-        api.chat(
-          { model: this.model, messages, options: { temperature: Number(this.temperature.value) } },
-          chunk => {
-            textSoFar += chunk.message?.content ?? '';
-            if (chunk.done) {
-              final = chunk;
-            }
-            if (timer === null) {
-              timer = window.setTimeout(render, RENDER_INTERVAL_MS);
-            }
-          },
-          controller.signal
-        )
-      );
+      let target = api;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.connection.track(
+            target.chat(
+              { model: this.model, messages, options: { temperature: Number(this.temperature.value) } },
+              chunk => {
+                textSoFar += chunk.message?.content ?? '';
+                if (chunk.done) {
+                  final = chunk;
+                }
+                if (timer === null) {
+                  timer = window.setTimeout(render, RENDER_INTERVAL_MS);
+                }
+              },
+              controller.signal
+            )
+          );
+          break;
+        } catch (err) {
+          // Nothing of the reply came and no model server answered: the server this panel knew
+          // may be gone (its kernel restarted while the panel was idle). Look again, once.
+          const unanswered = !(err instanceof ApiError) || err.status >= 502;
+          if (attempt > 1 || textSoFar || final || controller.signal.aborted || !unanswered) {
+            throw err;
+          }
+          this.connection.forget();
+          await this.connection.refresh();
+          if (!this.connection.api) {
+            throw err;
+          }
+          target = this.connection.api;
+        }
+      }
       const last = final as ChatChunk | null; // set by the callback above
       if (!last) {
         // the connection closed without Ollama's last chunk: the server (or its kernel) went away
@@ -166,6 +185,7 @@ export class ChatPanel extends Widget {
       } else {
         stats.textContent = `The model server stopped mid-reply (${(err as Error).message}); send again once it is back.`;
         stats.classList.add('onb-error');
+        this.connection.forget(); // the next message looks for a server again
         void this.connection.refresh();
       }
     } finally {

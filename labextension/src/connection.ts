@@ -9,7 +9,15 @@ import { Kernel, ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { OllamaApi, ProcessModel } from './api';
-import { FoundServer, KERNEL_SERVERS_EXPRESSION, START_SERVER_CODE, findServer, parseKernelServers } from './discovery';
+import {
+  FoundServer,
+  KERNEL_ANSWER_TIMEOUT_MS,
+  KERNEL_SERVERS_EXPRESSION,
+  START_SERVER_CODE,
+  findServer,
+  parseKernelServers,
+  withTimeout
+} from './discovery';
 
 /** Jupyter's credentials (token, XSRF) on every request, through `ServerConnection`. */
 export function jupyterFetcher(settings = ServerConnection.makeSettings()) {
@@ -23,6 +31,8 @@ export class Connection {
   private _lastTokensPerSecond: number | null = null;
   private _busy = 0;
   private _changed = new Signal<this, void>(this);
+  /** Bumped by every refresh and forget: a slow lookup that started earlier cannot undo a newer one. */
+  private _generation = 0;
 
   constructor(
     private readonly options: {
@@ -53,6 +63,7 @@ export class Connection {
 
   /** Look for a server again (a kernel started one, the settings changed, it went away). */
   async refresh(): Promise<FoundServer | null> {
+    const generation = ++this._generation;
     const fetcher = this.options.fetcher ?? jupyterFetcher();
     const found = await findServer({
       baseUrl: PageConfig.getBaseUrl(),
@@ -67,12 +78,27 @@ export class Connection {
         }
       }
     });
+    if (generation !== this._generation) {
+      return this._server; // a newer refresh (or a forget) has already decided
+    }
     if (found?.proxyUrl !== this._server?.proxyUrl) {
       this._server = found;
       this._api = found ? new OllamaApi(found.proxyUrl, fetcher) : null;
     }
     await this.refreshLoaded();
     return found;
+  }
+
+  /**
+   * The server went away (its kernel restarted, it stopped): drop it now, so the next request
+   * looks for a server again instead of reaching for the old address.
+   */
+  forget(): void {
+    this._generation++;
+    this._server = null;
+    this._api = null;
+    this._loaded = [];
+    this._changed.emit();
   }
 
   /** `/api/ps` again; a server that stopped answering is forgotten. */
@@ -125,12 +151,17 @@ export class Connection {
     if (!kernel) {
       return [];
     }
-    const reply = await kernel.requestExecute({
-      code: '',
-      silent: true,
-      store_history: false,
-      user_expressions: { servers: KERNEL_SERVERS_EXPRESSION }
-    }).done;
+    // A restarting kernel may never answer this request: give up after a while, so a lookup
+    // never hangs (the settings URL is tried next, and the next request looks again).
+    const reply = await withTimeout(
+      kernel.requestExecute({
+        code: '',
+        silent: true,
+        store_history: false,
+        user_expressions: { servers: KERNEL_SERVERS_EXPRESSION }
+      }).done,
+      KERNEL_ANSWER_TIMEOUT_MS
+    );
     const result = (reply.content as any).user_expressions?.servers;
     return result?.status === 'ok' ? parseKernelServers(result.data?.['text/plain']) : [];
   }

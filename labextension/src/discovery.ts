@@ -70,6 +70,26 @@ export function proxyUrlFor(url: string, baseUrl: string): string | null {
   return `${base}proxy/${target}/${path === '/' ? '' : path}`;
 }
 
+/** How long a lookup waits for the kernel to say which servers it runs. */
+export const KERNEL_ANSWER_TIMEOUT_MS = 10_000;
+
+/** `work`, or a rejection once `ms` have passed without it settling. */
+export function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+    work.then(
+      value => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      error => {
+        clearTimeout(timer);
+        reject(error);
+      }
+    );
+  });
+}
+
 /** The first server that answers, by the order above. */
 export async function findServer(options: {
   baseUrl: string;

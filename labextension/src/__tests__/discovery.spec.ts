@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { findServer, parseKernelServers, proxyUrlFor } from '../discovery';
+import { findServer, parseKernelServers, proxyUrlFor, withTimeout } from '../discovery';
 import { humanBytes, processor, pullFraction, statusText, until } from '../format';
 
 describe('proxyUrlFor', () => {
@@ -61,6 +61,24 @@ describe('findServer', () => {
 
   it('finds nothing when nothing answers', async () => {
     expect(await findServer({ ...base, kernelServers: async () => [], answers: async () => true })).toBeNull();
+  });
+});
+
+describe('withTimeout', () => {
+  it('passes on what settles in time, and gives up on what never does', async () => {
+    expect(await withTimeout(Promise.resolve(7), 50)).toBe(7);
+    await expect(withTimeout(Promise.reject(new Error('dead')), 50)).rejects.toThrow('dead');
+    await expect(withTimeout(new Promise(() => undefined), 20)).rejects.toThrow('no answer in 20 ms');
+  });
+
+  it('lets a lookup whose kernel never answers fall through to the settings', async () => {
+    const found = await findServer({
+      baseUrl: '/',
+      settingsUrl: 'http://127.0.0.1:11434',
+      kernelServers: () => withTimeout(new Promise<never>(() => undefined), 20), // a restarting kernel
+      answers: async () => true
+    });
+    expect(found).toEqual({ source: 'settings', url: 'http://127.0.0.1:11434', proxyUrl: '/proxy/11434/' });
   });
 });
 

@@ -1,5 +1,6 @@
 """The model worker: tasks in order on one thread at a time, and no thread while idle (an idle
-thread that once decoded keeps an OpenMP pool that slows every other model down)."""
+thread that once decoded keeps an OpenMP pool that slows every other model down), except for a
+short linger while no other model works, so a run of requests keeps one warm pool."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_errors_reach_the_caller_and_the_worker_goes_on() -> None:
 
 
 def test_the_thread_exists_only_while_there_is_work() -> None:
-    worker = Worker("test")
+    worker = Worker("test", linger=0)
     names = {worker.submit(lambda: threading.current_thread().name).result(10)}
     _wait_idle(worker)
     assert worker._thread is None
@@ -59,6 +60,36 @@ def test_the_thread_exists_only_while_there_is_work() -> None:
     worker.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         worker.submit(lambda: None)
+
+
+def test_a_lingering_thread_takes_the_next_task_then_leaves() -> None:
+    worker = Worker("test", linger=0.5)
+    first = worker.submit(threading.get_ident).result(10)
+    assert worker._thread is not None  # waiting for the next task
+    assert worker.submit(threading.get_ident).result(10) == first  # the same thread, its pool warm
+    _wait_idle(worker)
+    assert worker._thread is None  # gone once the linger passed with nothing to do
+    worker.shutdown()
+
+
+def test_a_lingering_thread_leaves_as_soon_as_another_worker_gets_work() -> None:
+    idle, busy = Worker("idle", linger=60), Worker("busy", linger=0)
+    idle.submit(lambda: None).result(10)
+    assert idle._thread is not None
+    busy.submit(lambda: None).result(10)
+    _wait_idle(idle, timeout=5)  # far sooner than its 60 s linger
+    assert idle._thread is None
+    idle.shutdown()
+    busy.shutdown()
+
+
+def test_shutdown_ends_a_lingering_thread_at_once() -> None:
+    worker = Worker("test", linger=60)
+    worker.submit(lambda: None).result(10)
+    started = time.monotonic()
+    worker.shutdown()
+    assert time.monotonic() - started < 5
+    assert worker._thread is None
 
 
 def test_shutdown_waits_for_queued_work() -> None:
@@ -71,15 +102,18 @@ def test_shutdown_waits_for_queued_work() -> None:
 
 
 def test_idle_loaded_models_hold_no_threads(manager) -> None:
-    """After each model answered, its worker thread is gone: two loaded models leave no decoding
-    thread (and no OpenMP pool) behind to slow the next generation."""
+    """Of two loaded models, only the one that answered last keeps its thread for a moment (the
+    first one's left when the second got work), and then it is gone too: no decoding thread
+    (and no OpenMP pool) stays behind to slow the next generation."""
     for model in (SMOLLM, GEMMA):
         manager.generate(model=model, prompt="Hi", stream=False, options={"num_predict": 2})
     loaded = {r.name for r in manager.scheduler.loaded()}
     assert {SMOLLM, GEMMA} <= {n.rsplit("/", 1)[-1] for n in loaded}
-    runners = list(manager.scheduler._runners.values())
-    for runner in runners:
-        _wait_idle(runner._worker)
+    runners = {r.key.rsplit("/", 1)[-1]: r for r in manager.scheduler._runners.values()}
+    _wait_idle(runners[SMOLLM]._worker, timeout=2)
+    assert runners[SMOLLM]._worker._thread is None  # dismissed when gemma started, not after its linger
+    for runner in runners.values():
+        _wait_idle(runner._worker, timeout=runner._worker.linger + 10)
         assert runner._worker._thread is None
     names = {t.name for t in threading.enumerate()}
     assert not any(n.startswith("ollama_nb:") for n in names)

@@ -80,20 +80,30 @@ class ModelManager:
     def __init__(self, store: Store | None = None, scheduler: Scheduler | None = None) -> None:
         self.store = store or Store()
         self.scheduler = scheduler or Scheduler()
-        self._specs: dict[tuple[str, str], ModelSpec] = {}
+        self._specs: dict[tuple[str, int, int], ModelSpec] = {}  # (name, manifest mtime, size)
         self.observers: list[Callable[[RequestRecord], None]] = []
         self._pipeline = Pipeline(self.scheduler, self._notify)
 
     # ---- catalog ---------------------------------------------------------------------------
 
     def spec(self, name: str) -> ModelSpec:
-        """The stored model, cached per manifest digest (header reads are not free)."""
+        """The stored model, read once per version of its manifest: every request asks, and
+        reading a manifest and its small layers costs milliseconds a first token should not
+        pay. Manifests are replaced whole (a pull, a create, a copy), which changes their
+        mtime; the layers they name are content-addressed, so an unchanged manifest means an
+        unchanged model."""
         if not name:
             raise ModelNotFound(name)
-        fresh = load_spec(self.store, name)
-        key = (fresh.ref.full, fresh.digest)
+        ref = self.store.resolve(name)
+        try:
+            stat = self.store.manifest_path(ref).stat()
+        except OSError:
+            raise ModelNotFound(name) from None
+        key = (ref.full, stat.st_mtime_ns, stat.st_size)
         cached = self._specs.get(key)
         if cached is None:
+            fresh = load_spec(self.store, name)
+            self._specs = {k: v for k, v in self._specs.items() if k[0] != ref.full}  # older versions
             self._specs[key] = cached = fresh
         return cached
 
@@ -290,6 +300,7 @@ class ModelManager:
             num_keep=int(opts.get("num_keep", 4)),
             top_logprobs=top_logprobs,
             shift=shift is not False,
+            draft=max(0, int(opts.get("draft_num_predict", 0))),
         )
 
     @staticmethod

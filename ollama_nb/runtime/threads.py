@@ -160,10 +160,13 @@ class ThreadGovernor:
         return self.choice.threads
 
     def begin(self) -> None:
-        """Called by the thread about to decode (a worker thread lives only while it has work,
-        so each serving run starts afresh); starts a measuring window."""
-        self._own = {str(threading.get_native_id())}
-        self._widest = 0
+        """Called by the thread about to decode; starts a measuring window. A new worker thread
+        starts afresh (its OpenMP pool is new too); the same thread again, back from lingering
+        (serving/worker.py), still has its helpers, which are still ours."""
+        me = str(threading.get_native_id())
+        if me not in self._own:
+            self._own = {me}
+            self._widest = 0
         self._last = None
         self._pending = None
         if self.available:

@@ -28,7 +28,7 @@ TABLE = [
     ("main_gpu", int, None, True, False, False),
     ("use_mmap", bool, None, True, False, False),
     ("num_thread", int, 0, True, False, False),
-    ("draft_num_predict", int, 4, False, False, False),
+    ("draft_num_predict", int, 0, False, False, False),  # Ollama: 4 with a draft model, else 0
     ("num_keep", int, 4, False, False, False),
     ("seed", int, -1, False, False, False),
     ("num_predict", int, -1, False, False, False),

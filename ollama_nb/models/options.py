@@ -54,7 +54,11 @@ _SPECS = [
     _spec("main_gpu", int, None, "GPU that holds small tensors; unset by default", load_time=True),
     _spec("use_mmap", bool, None, "memory-map the weights; unset means automatic", load_time=True),
     _spec("num_thread", int, 0, "CPU threads; 0 lets the runtime decide", load_time=True),
-    _spec("draft_num_predict", int, 4, "tokens drafted per step when a draft model is set"),
+    # Speculative decoding from the prompt (runtime/drafting.py). Off by default, as in Ollama
+    # without a draft model: past 512 cached tokens llama.cpp sums a one-token step and a
+    # many-token batch in different orders, so a near-tie may go the other way with it on.
+    _spec("draft_num_predict", int, 0,
+          "most tokens drafted per step from the prompt and the reply so far (speculative decoding); 0 off"),
     # Sampling options (api/types.go Options): may change on every request.
     _spec("num_keep", int, 4, "prompt tokens kept when the context shifts"),
     _spec("seed", int, -1, "RNG seed; -1 random"),

@@ -379,15 +379,19 @@ class Engine:
         for s in active:
             if s.next_token is not None:
                 cached = self._slots[s.seq]
-                batch.token[n] = s.next_token
-                batch.pos[n] = len(cached)
-                batch.seq_id[n][0] = s.seq
-                batch.n_seq_id[n] = 1
-                batch.logits[n] = True
-                cached.append(s.next_token)
+                s.draft = self._draft_for(s, n)
                 s.logits_at = n
+                pos = len(cached)
+                for i, tok in enumerate((s.next_token, *s.draft)):
+                    batch.token[n] = tok
+                    batch.pos[n] = pos + i
+                    batch.seq_id[n][0] = s.seq
+                    batch.n_seq_id[n] = 1
+                    batch.logits[n] = True
+                    n += 1
+                cached.append(s.next_token)
+                cached.extend(s.draft)
                 s.next_token = None
-                n += 1
         for s in active:
             if not s.todo or n >= self.n_batch:
                 continue
@@ -415,7 +419,46 @@ class Engine:
         for s in active:
             if s.logits_at >= 0:
                 index, s.logits_at = s.logits_at, -1
-                s.accept(lc.llama_sampler_sample(s.chain, self._ctx, index), index)
+                if s.draft:
+                    self._verify(s, index)
+                else:
+                    s.accept(lc.llama_sampler_sample(s.chain, self._ctx, index), index)
+
+    def _draft_for(self, s: SequenceState, batch_used: int) -> list[int]:
+        """The tokens to guess after ``s.next_token`` this step: no more than the batch, the
+        context (a guess must never need a context shift) and num_predict have room for."""
+        if s.drafter is None:
+            return []
+        room = min(
+            self.n_batch - batch_used - 1,
+            self.n_ctx - len(self._slots[s.seq]) - 2,
+            (s.job.num_predict - len(s.generated) - 1) if s.job.num_predict >= 0 else self.n_batch,
+        )
+        return s.drafter.draft(room) if room > 0 else []
+
+    def _verify(self, s: SequenceState, index: int) -> None:
+        """Sample position by position while the model agrees with the draft, exactly as one
+        token at a time would (the chain samples each position after accepting the one before);
+        drop the refused guesses from the KV cache; then hand the tokens on in order."""
+        lc = lib()
+        draft = s.draft
+        s.draft = []
+        sampled = [lc.llama_sampler_sample(s.chain, self._ctx, index)]
+        while len(sampled) <= len(draft) and sampled[-1] == draft[len(sampled) - 1] and not self.is_eog(sampled[-1]):
+            sampled.append(lc.llama_sampler_sample(s.chain, self._ctx, index + len(sampled)))
+        agreed = len(sampled) - 1  # guesses the model confirmed: their KV entries stay
+        s.drafter.feedback(len(draft), agreed)
+        refused = len(draft) - agreed
+        if refused:
+            cached = self._slots[s.seq]
+            keep = len(cached) - refused
+            lc.llama_memory_seq_rm(self._memory, s.seq, keep, -1)
+            del cached[keep:]
+        # every token but the last is in the cache already; accept leaves the last as next_token
+        for i, token in enumerate(sampled):
+            s.accept(token, index + i)
+            if s.finished:
+                return
 
     # -- embeddings -------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class GenerationJob:
     shift: bool = True
     reuse_cache: bool = True
     top_logprobs: int = -1  # -1: no logprobs; 0..20: logprobs with that many alternatives
+    draft: int = 0  # most tokens drafted per step from the text itself (runtime.drafting); 0: off
 
 
 @dataclass

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .drafting import PromptLookup
 from .jobs import GenerationJob, GenerationRequest, GenerationResult, TokenPiece
 from .library import lib
 from .sampling import build_sampler, first_stop, stop_prefix_len
@@ -59,6 +60,8 @@ class SequenceState:
         self.pending = ""
         self.next_token: int | None = None
         self.logits_at = -1
+        self.drafter = PromptLookup(prompt, job.draft) if job.draft > 0 else None
+        self.draft: list[int] = []  # the drafted tokens in the batch being decoded, after next_token
         self.admitted_ns = time.perf_counter_ns()
         self.decode_started_ns: int | None = None
         self.first_token_ns: int | None = None
@@ -82,6 +85,8 @@ class SequenceState:
             self.finish("stop")
             return
         self.generated.append(token)
+        if self.drafter is not None:
+            self.drafter.append(token)
         info = None
         if job.top_logprobs >= 0:
             lp, top = host.top_logprobs(index, token, job.top_logprobs)

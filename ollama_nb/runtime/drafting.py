@@ -1,0 +1,91 @@
+"""Drafts for speculative decoding, taken from the text itself (prompt lookup).
+
+Notebook work is full of replies that repeat their prompt: "fix this cell", "rewrite this
+paragraph", "extract these fields". When the last few tokens of the reply so far also occur
+earlier (in the prompt or the reply), the tokens that followed them there are a good guess for
+what comes next. The engine puts that guess into the same batch as the next token, lets the
+model score every position at once, and keeps the guessed tokens only as far as the model's own
+sampling agrees with them, so the output is exactly what decoding one token at a time gives;
+a good guess turns several decode steps into one.
+
+Nothing here needs a second model: this is the general drafter Ollama lacks (it drafts only with
+model-specific MTP heads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: The n-gram sizes looked up, longest first. A long match pins down where in the prompt the
+#: reply is (in a code cell, "return x *" occurs on every line; the line's whole start does not);
+#: a pair is the shortest that still predicts; a single token matches too often in free text.
+NGRAM_SIZES = (12, 8, 5, 3, 2)
+#: After a refused draft, this many steps go without one, doubling while drafts keep failing.
+#: On a CPU a batch of two tokens costs well over one, so guessing wrong is not free.
+FIRST_PAUSE, LONGEST_PAUSE = 1, 64
+
+
+class PromptLookup:
+    """The token history of one sequence, indexed by its n-grams; drafts continue the most
+    recent earlier occurrence of the history's longest matching n-gram.
+
+    The draft length adapts: it doubles (up to ``max_draft``) while drafts are taken whole and
+    halves when one is cut short. A draft refused at its first token pauses drafting for a few
+    steps, and the pause doubles while that keeps happening, so free text, where matches rarely
+    predict anything, soon costs next to nothing extra.
+    """
+
+    def __init__(self, tokens: Iterable[int], max_draft: int) -> None:
+        self.history: list[int] = []
+        self.max_draft = max_draft
+        self.length = max_draft
+        self.pause = 0  # steps left without a draft
+        self.next_pause = FIRST_PAUSE
+        # n -> {n-gram: where the token after its latest occurrence sits in history}
+        self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
+        self.drafted = 0
+        self.accepted = 0
+        for token in tokens:
+            self.append(token)
+
+    def append(self, token: int) -> None:
+        """Add a token to the history (the n-gram ending just before it now points at it)."""
+        history = self.history
+        end = len(history)
+        for n, index in self._index.items():
+            if end >= n:
+                index[tuple(history[end - n:end])] = end
+        history.append(token)
+
+    def draft(self, limit: int) -> list[int]:
+        """Up to ``min(limit, current length)`` tokens that followed the last n-gram before."""
+        if self.pause > 0:
+            self.pause -= 1
+            return []
+        limit = min(limit, self.length)
+        if limit <= 0:
+            return []
+        history = self.history
+        for n in NGRAM_SIZES:
+            if len(history) < n:
+                continue
+            start = self._index[n].get(tuple(history[-n:]))
+            if start is not None:
+                return history[start:start + limit]
+        return []
+
+    def feedback(self, drafted: int, accepted: int) -> None:
+        """How many of a draft's tokens the model agreed with, to size the next draft."""
+        if not drafted:
+            return
+        self.drafted += drafted
+        self.accepted += accepted
+        if accepted == drafted:
+            self.length = min(self.max_draft, self.length * 2)
+        else:
+            self.length = max(1, self.length // 2)
+        if accepted:
+            self.next_pause = FIRST_PAUSE
+        else:
+            self.pause = self.next_pause
+            self.next_pause = min(LONGEST_PAUSE, self.next_pause * 2)

@@ -1,0 +1,158 @@
+"""Speculative decoding from the prompt (``draft_num_predict``): the drafter's guesses, and
+replies that are exactly those of decoding one token at a time, greedy and seeded, alone,
+batched with other requests and after a reused prefix.
+
+The prompts stay short (under 256 cached tokens): there llama.cpp computes a one-token step and
+a many-token batch with the same kernels, bit for bit, so any difference would be ours. (Past
+512 cached tokens its flash attention splits a one-token step's KV over threads, a batch's not,
+and a near-tie may then go the other way; that is why drafting is off by default.)
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
+from ollama_nb.runtime import drafting
+from ollama_nb.runtime.drafting import PromptLookup
+
+from .conftest import SMOLLM
+
+CODE = "\n".join(f"def f{i}(x):\n    return x * {i}" for i in range(8))
+EDIT = f"Repeat this code exactly, but rename f3 to g3:\n```python\n{CODE}\n```"
+GREEDY = {"temperature": 0, "num_predict": 110}
+
+
+# ---- the drafter ------------------------------------------------------------------------
+
+
+def test_a_draft_continues_the_latest_earlier_occurrence_of_the_longest_match() -> None:
+    lookup = PromptLookup([1, 2, 3, 4, 9, 1, 2, 3, 5, 6, 7], max_draft=3)
+    for t in (1, 2, 3):
+        lookup.append(t)
+    assert lookup.draft(10) == [5, 6, 7]  # "1 2 3" last came before "5 6 7", not before "4 9"
+    lookup.append(4)  # "... 1 2 3 4": only the first occurrence goes on with 4
+    assert lookup.draft(10) == [9, 1, 2]
+    assert lookup.draft(1) == [9]  # never more than the room it is given
+
+
+def test_no_draft_without_a_match_of_two_tokens() -> None:
+    lookup = PromptLookup([1, 2, 3, 4], max_draft=4)
+    lookup.append(3)  # "4 3" never occurred; a single 3 did, which is too weak to go on
+    assert lookup.draft(4) == []
+
+
+def test_the_draft_length_adapts_and_refusals_pause_drafting() -> None:
+    lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2], max_draft=8)
+    assert lookup.draft(8) == [3, 4, 5, 6, 7, 8, 9, 1]  # what followed "1 2" the last time
+    lookup.feedback(8, 3)  # cut short: half the length next time
+    assert lookup.length == 4
+    lookup.feedback(4, 0)  # refused at once: the next step drafts nothing
+    assert lookup.draft(8) == []
+    assert lookup.draft(8) == [3, 4]  # the pause is over; length halved again, to 2
+    lookup.feedback(2, 0)
+    assert [lookup.draft(8) for _ in range(2)] == [[], []]  # a second refusal in a row: twice as long
+    lookup.feedback(1, 1)  # taken whole: the length doubles again
+    assert lookup.length == 2
+
+
+# ---- replies ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def drafts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every draft the engine verifies, as (tokens guessed, tokens the model agreed with)."""
+    seen: list[tuple[int, int]] = []
+    feedback = drafting.PromptLookup.feedback
+
+    def spy(self: PromptLookup, drafted: int, accepted: int) -> None:
+        seen.append((drafted, accepted))
+        feedback(self, drafted, accepted)
+
+    monkeypatch.setattr(drafting.PromptLookup, "feedback", spy)
+    return seen
+
+
+def chat(m: ModelManager, content: str, options: dict, **kw) -> tuple[str, int, str]:
+    r = m.chat(model=SMOLLM, messages=[{"role": "user", "content": content}], stream=False,
+               keep_alive=kw.pop("keep_alive", None), options=options, **kw)
+    return r.message.content, r.eval_count, r.done_reason
+
+
+def test_greedy_replies_are_the_same_with_drafts_and_most_tokens_come_from_them(manager, drafts) -> None:
+    plain = chat(manager, EDIT, GREEDY)
+    assert not drafts  # off by default
+    drafted = chat(manager, EDIT, {**GREEDY, "draft_num_predict": 8})
+    assert drafted == plain
+    assert "def f7(x):" in plain[0]  # the reply repeats the cell, as edit-style replies do
+    accepted = sum(a for _, a in drafts)
+    assert accepted > plain[1] / 2, drafts  # most tokens came from verified guesses
+
+
+def test_seeded_sampling_is_the_same_with_drafts(manager, drafts) -> None:
+    options = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 1234, "num_predict": 110}
+    plain = chat(manager, EDIT, options)
+    drafted = chat(manager, EDIT, {**options, "draft_num_predict": 6})
+    assert drafted == plain
+    assert sum(a for _, a in drafts) > 0
+
+
+def test_length_and_stop_strings_hold_with_drafts(manager) -> None:
+    for limit in (1, 7, 20):
+        text, count, reason = chat(manager, EDIT, {"temperature": 0, "num_predict": limit, "draft_num_predict": 8})
+        assert (count, reason) == (limit, "length")
+        assert (text, count) == chat(manager, EDIT, {"temperature": 0, "num_predict": limit})[:2]
+    stop = {"temperature": 0, "num_predict": 110, "stop": ["def f5"]}
+    text, _, reason = chat(manager, EDIT, {**stop, "draft_num_predict": 8})
+    assert reason == "stop" and "def f5" not in text and "def f4" in text
+    assert text == chat(manager, EDIT, stop)[0]
+
+
+def test_a_second_turn_on_the_reused_prefix_is_the_same_with_drafts(manager, drafts) -> None:
+    def two_turns(options: dict) -> list[str]:
+        messages = [{"role": "user", "content": EDIT}]
+        first = manager.chat(model=SMOLLM, messages=messages, stream=False, options=options)
+        messages += [{"role": "assistant", "content": first.message.content},
+                     {"role": "user", "content": "Now rename f5 to g5 as well."}]
+        second = manager.chat(model=SMOLLM, messages=messages, stream=False, options=options)
+        assert second.prompt_eval_count < len(manager.tokenize(SMOLLM, EDIT))  # the first turn was reused
+        return [first.message.content, second.message.content]
+
+    options = {"temperature": 0, "num_predict": 60}
+    assert two_turns({**options, "draft_num_predict": 8}) == two_turns(options)
+
+
+@pytest.fixture
+def parallel(shared_models, monkeypatch):
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "2")
+    m = ModelManager(Store(shared_models))
+    yield m
+    m.close()
+
+
+def test_drafting_requests_batched_together_get_their_own_replies(manager, parallel, drafts) -> None:
+    """Two sequences drafting in the same batches, each verified and trimmed in the one shared
+    cache. (Both together stay under 256 cells, see the module's docstring.)"""
+    short = "\n".join(f"def f{i}(x):\n    return x * {i}" for i in range(4))
+    tasks = [f"Repeat this code exactly:\n```python\n{short}\n```",
+             f"Repeat this code exactly:\n```python\n{short.replace('x', 'y')}\n```"]
+    options = {"temperature": 0, "num_predict": 40}
+    alone = {t: chat(manager, t, options)[0] for t in tasks}
+    together: dict[str, str] = {}
+    start = threading.Barrier(len(tasks))
+
+    def run(task: str) -> None:
+        start.wait()
+        together[task] = chat(parallel, task, {**options, "draft_num_predict": 8})[0]
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in tasks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert together == alone
+    assert len(set(alone.values())) == 2  # each reply is its own request's
+    assert sum(a for _, a in drafts) > 0

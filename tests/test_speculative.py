@@ -59,6 +59,16 @@ def test_the_draft_length_adapts_and_refusals_pause_drafting() -> None:
     assert lookup.length == 2
 
 
+def test_drafting_pauses_while_a_token_costs_more_with_drafts_than_without() -> None:
+    lookup = PromptLookup([1, 2, 3, 4, 5, 1, 2], max_draft=4)
+    lookup.timed(False, 1, 10_000_000)  # a plain step: 10 ms a token
+    lookup.timed(True, 2, 12_000_000)  # a drafted one: 6 ms a token, cheaper: go on
+    assert lookup.draft(4) == [3, 4, 5, 1]
+    lookup.timed(True, 1, 16_000_000)  # the running cost with drafts rises to 11 ms: dearer
+    assert lookup.draft(4) == []  # so the next step goes without
+    assert lookup.draft(4) == [3, 4, 5, 1]  # and then it tries again
+
+
 # ---- replies ------------------------------------------------------------------------------
 
 

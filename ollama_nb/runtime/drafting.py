@@ -23,6 +23,8 @@ NGRAM_SIZES = (12, 8, 5, 3, 2)
 #: After a refused draft, this many steps go without one, doubling while drafts keep failing.
 #: On a CPU a batch of two tokens costs well over one, so guessing wrong is not free.
 FIRST_PAUSE, LONGEST_PAUSE = 1, 64
+#: Weight of the newest step in the running cost per token, with drafts and without.
+COST_WEIGHT = 0.5
 
 
 class PromptLookup:
@@ -32,7 +34,10 @@ class PromptLookup:
     The draft length adapts: it doubles (up to ``max_draft``) while drafts are taken whole and
     halves when one is cut short. A draft refused at its first token pauses drafting for a few
     steps, and the pause doubles while that keeps happening, so free text, where matches rarely
-    predict anything, soon costs next to nothing extra.
+    predict anything, soon costs next to nothing extra. The same pause follows whenever a token
+    costs more time with drafts than without, as measured on this machine (:meth:`timed`): how
+    much a wider batch costs depends on the CPU, the model's weight types and the context, and
+    only the clock knows.
     """
 
     def __init__(self, tokens: Iterable[int], max_draft: int) -> None:
@@ -45,6 +50,7 @@ class PromptLookup:
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
         self.drafted = 0
         self.accepted = 0
+        self._cost: dict[bool, float | None] = {True: None, False: None}  # ns per token, with / without
         for token in tokens:
             self.append(token)
 
@@ -87,5 +93,18 @@ class PromptLookup:
         if accepted:
             self.next_pause = FIRST_PAUSE
         else:
-            self.pause = self.next_pause
-            self.next_pause = min(LONGEST_PAUSE, self.next_pause * 2)
+            self._back_off()
+
+    def timed(self, drafted: bool, tokens: int, ns: int) -> None:
+        """A decode step took ``ns`` and gave ``tokens`` tokens (all sequences of the batch);
+        ``drafted``: this sequence had a draft in it. Drafting pauses while it is the dearer way."""
+        per_token = ns / max(tokens, 1)
+        old = self._cost[drafted]
+        self._cost[drafted] = per_token if old is None else old + COST_WEIGHT * (per_token - old)
+        with_drafts, without = self._cost[True], self._cost[False]
+        if drafted and with_drafts is not None and without is not None and with_drafts > without:
+            self._back_off()
+
+    def _back_off(self) -> None:
+        self.pause = max(self.pause, self.next_pause)
+        self.next_pause = min(LONGEST_PAUSE, self.next_pause * 2)

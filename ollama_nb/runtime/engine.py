@@ -392,6 +392,7 @@ class Engine:
                 cached.append(s.next_token)
                 cached.extend(s.draft)
                 s.next_token = None
+        generation_tokens = n
         for s in active:
             if not s.todo or n >= self.n_batch:
                 continue
@@ -413,16 +414,27 @@ class Engine:
                 batch.logits[n - 1] = True
                 s.logits_at = n - 1
         batch.n_tokens = n
+        only_tokens = n == generation_tokens  # no prompt chunk in this batch: its time is the tokens'
+        started = time.perf_counter_ns()
         rc = lc.llama_decode(self._ctx, batch)
         if rc != 0:
             raise OllamaNbError(f"llama_decode failed with code {rc}")
+        produced = 0
+        drafters: list[tuple[SequenceState, bool]] = []  # sequences that may draft, and whether they did
         for s in active:
             if s.logits_at >= 0:
                 index, s.logits_at = s.logits_at, -1
+                if s.drafter is not None:
+                    drafters.append((s, bool(s.draft)))
                 if s.draft:
-                    self._verify(s, index)
+                    produced += self._verify(s, index)
                 else:
                     s.accept(lc.llama_sampler_sample(s.chain, self._ctx, index), index)
+                    produced += 1
+        if only_tokens and drafters:
+            elapsed = time.perf_counter_ns() - started
+            for s, drafted in drafters:
+                s.drafter.timed(drafted, produced, elapsed)
 
     def _draft_for(self, s: SequenceState, batch_used: int) -> list[int]:
         """The tokens to guess after ``s.next_token`` this step: no more than the batch, the
@@ -436,10 +448,11 @@ class Engine:
         )
         return s.drafter.draft(room) if room > 0 else []
 
-    def _verify(self, s: SequenceState, index: int) -> None:
+    def _verify(self, s: SequenceState, index: int) -> int:
         """Sample position by position while the model agrees with the draft, exactly as one
         token at a time would (the chain samples each position after accepting the one before);
-        drop the refused guesses from the KV cache; then hand the tokens on in order."""
+        drop the refused guesses from the KV cache; then hand the tokens on in order. Returns
+        how many tokens the step gave."""
         lc = lib()
         draft = s.draft
         s.draft = []
@@ -458,7 +471,8 @@ class Engine:
         for i, token in enumerate(sampled):
             s.accept(token, index + i)
             if s.finished:
-                return
+                break
+        return len(sampled)
 
     # -- embeddings -------------------------------------------------------------------------
 

@@ -57,6 +57,10 @@ def test_the_draft_length_adapts_and_refusals_pause_drafting() -> None:
     assert [lookup.draft(8) for _ in range(2)] == [[], []]  # a second refusal in a row: twice as long
     lookup.feedback(1, 1)  # taken whole: the length doubles again
     assert lookup.length == 2
+    lookup.timed(False, 1, 10_000_000)
+    lookup.timed(True, 2, 10_000_000)  # and drafting pays: the next refusal pauses one step again
+    lookup.feedback(2, 0)
+    assert [lookup.draft(8) for _ in range(2)] == [[], [3]]
 
 
 def test_drafting_pauses_while_a_token_costs_more_with_drafts_than_without() -> None:

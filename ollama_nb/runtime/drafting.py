@@ -23,8 +23,9 @@ NGRAM_SIZES = (12, 8, 5, 3, 2)
 #: After a refused draft, this many steps go without one, doubling while drafts keep failing.
 #: On a CPU a batch of two tokens costs well over one, so guessing wrong is not free.
 FIRST_PAUSE, LONGEST_PAUSE = 1, 64
-#: Weight of the newest step in the running cost per token, with drafts and without.
-COST_WEIGHT = 0.5
+#: Weight of the newest step in the running cost per token, with drafts and without, and how
+#: much dearer a token with drafts may run before drafting pauses (one noisy step is no verdict).
+COST_WEIGHT, COST_MARGIN = 0.5, 1.05
 
 
 class PromptLookup:
@@ -90,9 +91,7 @@ class PromptLookup:
             self.length = min(self.max_draft, self.length * 2)
         else:
             self.length = max(1, self.length // 2)
-        if accepted:
-            self.next_pause = FIRST_PAUSE
-        else:
+        if not accepted:
             self._back_off()
 
     def timed(self, drafted: bool, tokens: int, ns: int) -> None:
@@ -102,8 +101,12 @@ class PromptLookup:
         old = self._cost[drafted]
         self._cost[drafted] = per_token if old is None else old + COST_WEIGHT * (per_token - old)
         with_drafts, without = self._cost[True], self._cost[False]
-        if drafted and with_drafts is not None and without is not None and with_drafts > without:
+        if not drafted or with_drafts is None or without is None:
+            return
+        if with_drafts > without * COST_MARGIN:
             self._back_off()
+        else:
+            self.next_pause = FIRST_PAUSE  # drafting pays: a later refusal pauses it only briefly
 
     def _back_off(self) -> None:
         self.pause = max(self.pause, self.next_pause)

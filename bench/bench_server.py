@@ -1,19 +1,22 @@
-"""The server under load: /api/generate streaming vs raw llama-cpp-python, concurrent clients,
-kernel responsiveness while serving, and the memory of a serving kernel.
+"""The server under load, against llama.cpp's own llama-server (Ollama's runner, so Ollama's
+speed) built from the same llama.cpp sources with the same CPU flags (anchors.py), with raw
+llama-cpp-python beside it and llama-bench's generation speed as the ceiling.
 
-One run measures everything against baselines taken in the same run, and prints ratios:
+One run measures every side, interleaved, and prints ratios:
 
-1. single stream: generation tokens/s and time to first token through ``ollama-nb serve``
-   (``/api/generate``, NDJSON) vs the same GGUF driven directly with llama-cpp-python's
-   streaming ``create_completion`` (same threads, context and prompt);
-2. aggregate tokens/s with 1, 2 and 4 concurrent clients, serving them one after another
-   (``OLLAMA_NUM_PARALLEL=1``, Ollama's default) and batched (``OLLAMA_NUM_PARALLEL=4``);
+1. single stream, greedy and with Ollama's default sampling (temperature 0.8, top_k 40,
+   top_p 0.9): generation tokens/s and time to first token of a cached prompt through
+   ``ollama-nb serve`` (``/api/generate``, NDJSON), llama-server (``/completion``, SSE) and raw
+   llama-cpp-python's streaming ``create_completion``; each round runs the sides in a rotated
+   order, and a ratio is the median of the per-round ratios, with their spread;
+2. aggregate tokens/s of 1, 2, 4 and 8 concurrent clients: ours with ``OLLAMA_NUM_PARALLEL=n``
+   against llama-server with ``-np n``, the same context per sequence;
 3. a real ipykernel hosting the server: the round trip of a trivial cell while a client streams
    from that kernel, vs while it is idle;
 4. that kernel's anonymous resident memory (RSS beyond the mapped model file) when idle after
    loading, and after 1,000 requests.
 
-    python bench/bench_server.py [--tokens 128] [--requests 1000] [--reps 5]
+    python bench/bench_server.py [--tokens 128] [--rounds 7] [--requests 1000]
 
 Results go to bench/results/server.{json,md}.
 """
@@ -21,21 +24,24 @@ Results go to bench/results/server.{json,md}.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from common import in_fresh_thread
+import anchors
+import llama_server
+from common import free_port, in_fresh_thread, wait_for
+from llama_server import GREEDY, OLLAMA_DEFAULT
 
 MODEL = "smollm2:135m"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. " * 6
@@ -45,61 +51,49 @@ PROMPTS = [
     "Write a long letter to a friend about a summer holiday.",
     "Describe the history of the printing press at length.",
 ]
+SAMPLINGS = {"greedy": GREEDY, "ollama default": OLLAMA_DEFAULT}
+NUM_CTX = 4096
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ---- the three sides of a single stream ---------------------------------------------------
 
 
-def wait_for(url: str, timeout: float = 60) -> None:
-    import urllib.request
+class Raw:
+    """The same GGUF driven directly with llama-cpp-python, kept loaded across rounds."""
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
+    def __init__(self, path: str, threads: int) -> None:
+        import llama_cpp
 
+        self.llm = in_fresh_thread(lambda: llama_cpp.Llama(
+            model_path=path, n_ctx=NUM_CTX, n_batch=512, n_threads=threads, n_threads_batch=threads,
+            flash_attn=True, verbose=False))
 
-# ---- 1. single stream --------------------------------------------------------------------
+    def run(self, prompt: str, tokens: int, sampling: dict[str, Any]) -> dict[str, float]:
+        return in_fresh_thread(self._run, prompt, tokens, sampling)
 
-
-def raw_single(path: str, tokens: int, threads: int, flash_attn: bool = True) -> dict[str, float]:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_batch=512, n_threads=threads,
-                          n_threads_batch=threads, flash_attn=flash_attn, verbose=False)
-    llm.create_completion("warm up", max_tokens=4, temperature=0)
-    llm.reset()
-    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
-    prefill_s = None
-    start = time.perf_counter()
-    first = None
-    n = 0
-    for _ in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0, stream=True):
-        if first is None:
-            first = time.perf_counter()
-            prefill_s = llama_cpp.llama_perf_context(llm._ctx.ctx).t_p_eval_ms / 1000
-        n += 1
-    end = time.perf_counter()
-    llm.close()
-    assert first is not None
-    return {"ttft_s": first - start, "gen_tps": (n - 1) / (end - first), "tokens": n, "prefill_s": prefill_s}
+    def _run(self, prompt: str, tokens: int, sampling: dict[str, Any]) -> dict[str, float]:
+        start = time.perf_counter()
+        first = None
+        n = 0
+        for _ in self.llm.create_completion(prompt, max_tokens=tokens, stream=True, repeat_penalty=1.0,
+                                            **sampling):
+            if first is None:
+                first = time.perf_counter()
+            n += 1
+        end = time.perf_counter()
+        assert first is not None
+        return {"ttft_s": first - start, "gen_tps": (n - 1) / (end - first), "tokens": n}
 
 
-def stream_generate(url: str, prompt: str, tokens: int, *, raw: bool = True) -> dict[str, float]:
+def stream_generate(url: str, prompt: str, tokens: int, sampling: dict[str, Any] = GREEDY, *,
+                    raw: bool = True, model: str = MODEL) -> dict[str, float]:
     """One streamed /api/generate, read with the leanest client there is (http.client, one
-    thread, only the last line parsed). The client runs on the same two cores as the model, and
-    raw llama-cpp-python has no client at all, so the less CPU it takes the fairer the ratio."""
+    thread, only the last line parsed). The client runs on the same two cores as the model, so
+    the less CPU it takes the fairer the ratio; llama-server's stream is read the same way."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
-    body = json.dumps({"model": MODEL, "prompt": prompt, "raw": raw, "stream": True,
-                       "options": {"temperature": 0, "num_predict": tokens}})
+    body = json.dumps({"model": model, "prompt": prompt, "raw": raw, "stream": True,
+                       "options": {"num_predict": tokens, "repeat_penalty": 1.0, **sampling}})
     start = time.perf_counter()
     conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -114,72 +108,35 @@ def stream_generate(url: str, prompt: str, tokens: int, *, raw: bool = True) -> 
     conn.close()
     final = json.loads(last_line)
     assert final.get("done") and first is not None, final
-    return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
-            "tokens": final["eval_count"], "end": end, "start": start,
-            "prefill_s": final["prompt_eval_duration"] / 1e9}
+    n = final.get("eval_count", 0)  # omitted when zero, as Go's omitempty does
+    return {"ttft_s": first - start, "gen_tps": max(n - 1, 0) / max(end - first, 1e-9),
+            "tokens": n, "end": end, "start": start}
 
 
-async def stream_generate_aiohttp(session, url: str, prompt: str, tokens: int) -> dict[str, float]:
-    """The same request through aiohttp, parsing every line, as an asyncio application would."""
-    body = {"model": MODEL, "prompt": prompt, "raw": True, "stream": True,
-            "options": {"temperature": 0, "num_predict": tokens}}
-    start = time.perf_counter()
-    first = None
-    final = None
-    async with session.post(url + "/api/generate", json=body) as resp:
-        assert resp.status == 200, await resp.text()
-        async for line in resp.content:
-            chunk = json.loads(line)
-            if first is None:
-                first = time.perf_counter()
-            if chunk.get("done"):
-                final = chunk
-    end = time.perf_counter()
-    assert final is not None and first is not None
-    return {"ttft_s": first - start, "gen_tps": (final["eval_count"] - 1) / (end - first),
-            "tokens": final["eval_count"], "prefill_s": final["prompt_eval_duration"] / 1e9}
-
-
-def served_single(url: str, tokens: int) -> dict[str, float]:
-    stream_generate(url, "warm up", 4)
-    return stream_generate(url, PROMPT, tokens)
-
-
-def served_single_aiohttp(url: str, tokens: int) -> dict[str, float]:
-    import aiohttp
-
-    async def go() -> dict[str, float]:
-        async with aiohttp.ClientSession() as session:
-            await stream_generate_aiohttp(session, url, "warm up", 4)
-            return await stream_generate_aiohttp(session, url, PROMPT, tokens)
-
-    return asyncio.run(go())
-
-
-def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in ("ttft_s", "gen_tps", "tokens", "prefill_s")}
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 # ---- 2. concurrent clients ----------------------------------------------------------------
 
 
-def concurrent(url: str, clients: int, tokens: int) -> float:
-    """Aggregate generated tokens/s of ``clients`` simultaneous streams (chat-style prompts)."""
+def concurrent(run_one: Callable[[str, int], dict[str, float]], clients: int, tokens: int) -> float:
+    """Aggregate generated tokens/s of ``clients`` simultaneous streams."""
     from concurrent.futures import ThreadPoolExecutor
 
-    stream_generate(url, "warm up", 4, raw=False)
+    run_one("warm up", 4)
     with ThreadPoolExecutor(clients) as pool:
         t0 = time.perf_counter()
-        results = list(pool.map(lambda i: stream_generate(url, PROMPTS[i % len(PROMPTS)], tokens, raw=False),
-                                range(clients)))
+        results = list(pool.map(lambda i: run_one(PROMPTS[i % len(PROMPTS)], tokens), range(clients)))
     elapsed = max(r["end"] for r in results) - t0
     return sum(r["tokens"] for r in results) / elapsed
 
 
-def start_server(models: str, parallel: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(models: str, parallel: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, OLLAMA_MODELS=models, OLLAMA_HOST=f"127.0.0.1:{port}",
-               OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_KEEP_ALIVE="-1")
+               OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_KEEP_ALIVE="-1", OLLAMA_CONTEXT_LENGTH=str(NUM_CTX),
+               OLLAMA_FLASH_ATTENTION="1")
     cli = Path(sys.executable).with_name("ollama-nb")
     proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -259,13 +216,73 @@ def kernel_checks(models: str, requests: int) -> dict[str, float]:
 # ---- main ---------------------------------------------------------------------------------
 
 
+def single_stream(url: str, server: llama_server.LlamaServer, raw: Raw, tokens: int, rounds: int,
+                  sampling: dict[str, Any]) -> dict[str, Any]:
+    sides = [
+        ("ours", lambda: stream_generate(url, PROMPT, tokens, sampling)),
+        ("llama-server", lambda: llama_server.stream_completion(server.url, PROMPT, tokens, sampling)),
+        ("raw", lambda: raw.run(PROMPT, tokens, sampling)),
+    ]
+    for _, fn in sides:  # the prompt is cached everywhere before the first round
+        fn()
+    runs = [{name: fn() for name, fn in rotate(sides, r)} for r in range(rounds)]
+    out: dict[str, Any] = {"runs": runs}
+    for name, _ in sides:
+        out[name] = {k: statistics.median(r[name][k] for r in runs) for k in ("gen_tps", "ttft_s", "tokens")}
+    out["ours_vs_llama_server"] = summary([r["ours"]["gen_tps"] / r["llama-server"]["gen_tps"] for r in runs])
+    out["raw_vs_llama_server"] = summary([r["raw"]["gen_tps"] / r["llama-server"]["gen_tps"] for r in runs])
+    out["ttft_ours_minus_llama_server_ms"] = summary(
+        [(r["ours"]["ttft_s"] - r["llama-server"]["ttft_s"]) * 1000 for r in runs])
+    return out
+
+
+def scaling(models: str, path: str, binary: str, threads: int, tokens: int, clients: tuple[int, ...],
+            reps: int) -> dict[int, dict[str, Any]]:
+    """Ours with n sequences against llama-server with n slots, each pair of servers up together."""
+    table: dict[int, dict[str, Any]] = {}
+    for n in clients:
+        proc, url = start_server(models, n)
+        server = llama_server.start(binary, path, threads=threads, parallel=n, num_ctx=NUM_CTX)
+        try:
+            sides = [
+                ("ours", lambda: concurrent(lambda p, t: stream_generate(url, p, t), n, tokens)),
+                ("llama-server", lambda: concurrent(
+                    lambda p, t: llama_server.stream_completion(server.url, p, t), n, tokens)),
+            ]
+            runs = [{k: {"tps": v} for k, v in ((k, fn()) for k, fn in rotate(sides, r))} for r in range(reps)]
+        finally:
+            proc.terminate()
+            proc.wait()
+            server.stop()
+        table[n] = {
+            "ours_tps": statistics.median(r["ours"]["tps"] for r in runs),
+            "llama_server_tps": statistics.median(r["llama-server"]["tps"] for r in runs),
+            "ratio": summary([r["ours"]["tps"] / r["llama-server"]["tps"] for r in runs]),
+        }
+    return table
+
+
+def rotate(sides: list[Any], round_: int) -> list[Any]:
+    """The sides, starting with a different one each round: whoever runs first (or right after
+    another side's burst) meets a different machine on this noisy box."""
+    k = round_ % len(sides)
+    return sides[k:] + sides[:k]
+
+
+def spread(s: dict[str, float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--clients", default="1,2,4,8")
+    ap.add_argument("--no-kernel", action="store_true", help="skip the kernel checks (3 and 4)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    clients = tuple(int(c) for c in args.clients.split(","))
 
     models = tempfile.mkdtemp(prefix="bench-server-models-")
     os.environ["OLLAMA_MODELS"] = models
@@ -273,104 +290,86 @@ def main() -> None:
     from ollama_nb.runtime import system_info
     from ollama_nb.runtime.threads import usable_cores
 
+    built = anchors.ensure()
     m = ModelManager()
     for _ in m.pull(MODEL):
         pass
     path = m.spec(MODEL).model_path
     threads = usable_cores()
-    results: dict[str, object] = {"model": MODEL, "threads": threads, "tokens": args.tokens,
-                                  "date": time.strftime("%Y-%m-%d %H:%M"), "system": system_info()}
+    results: dict[str, Any] = {"model": MODEL, "threads": threads, "tokens": args.tokens, "rounds": args.rounds,
+                               "date": time.strftime("%Y-%m-%d %H:%M"), "system": system_info(),
+                               "anchors": {"llama_cpp_python": built.llama_cpp_python, "cmake_args": built.cmake_args}}
 
-    proc, url = start_server(models, 1, threads)
+    def ceiling() -> float:
+        return llama_server.bench_tg(built.llama_bench, path, threads=threads, tokens=args.tokens)
+
+    ceilings = [ceiling()]
+    proc, url = start_server(models, 1)
+    server = llama_server.start(built.llama_server, path, threads=threads, parallel=1, num_ctx=NUM_CTX)
+    raw = Raw(path, threads)
     try:
-        # Paired, interleaved repetitions: this machine's speed drifts by several percent from
-        # one minute to the next, so each served run is compared with the raw run next to it.
-        reps = []
-        for _ in range(args.reps):
-            raw = in_fresh_thread(raw_single, path, args.tokens, threads)
-            served = served_single(url, args.tokens)
-            via_aiohttp = served_single_aiohttp(url, args.tokens)
-            no_fa = in_fresh_thread(raw_single, path, args.tokens, threads, False)
-            reps.append({"raw": raw, "served": served, "aiohttp": via_aiohttp, "raw_no_fa": no_fa})
-        serial = {n: statistics.median(concurrent(url, n, args.tokens) for _ in range(3)) for n in (1, 2, 4)}
+        results["single"] = {name: single_stream(url, server, raw, args.tokens, args.rounds, sampling)
+                             for name, sampling in SAMPLINGS.items()}
     finally:
         proc.terminate()
         proc.wait()
-    proc, url = start_server(models, 4, threads)
-    try:
-        batched = {n: statistics.median(concurrent(url, n, args.tokens) for _ in range(3)) for n in (1, 2, 4)}
-    finally:
-        proc.terminate()
-        proc.wait()
-    raw = median_run([r["raw"] for r in reps])
-    served = median_run([r["served"] for r in reps])
-    via_aiohttp = median_run([r["aiohttp"] for r in reps])
-    raw_no_fa = median_run([r["raw_no_fa"] for r in reps])
-
-    def paired(kind: str) -> dict[str, float]:
-        return {
-            "gen_ratio": statistics.median(r[kind]["gen_tps"] / r["raw"]["gen_tps"] for r in reps),
-            "ttft_overhead_ms": statistics.median((r[kind]["ttft_s"] - r["raw"]["ttft_s"]) * 1000 for r in reps),
-            # What the first token costs beyond evaluating the prompt, served minus raw: the
-            # prompt's evaluation time swings by tens of ms from run to run on this machine.
-            "beyond_prefill_overhead_ms": statistics.median(
-                ((r[kind]["ttft_s"] - r[kind]["prefill_s"]) - (r["raw"]["ttft_s"] - r["raw"]["prefill_s"])) * 1000
-                for r in reps),
-        }
-
-    results["single"] = {"raw": raw, "served": served, "aiohttp": via_aiohttp, "raw_no_fa": raw_no_fa, "reps": reps,
-                         **paired("served"), "aiohttp_paired": paired("aiohttp")}
-    results["concurrency"] = {
-        "serial_tps": serial, "batched_tps": batched,
-        "serial_scaling": {n: serial[n] / serial[1] for n in serial},
-        "batched_scaling": {n: batched[n] / serial[1] for n in batched},
-    }
-    results["kernel"] = kernel_checks(models, args.requests)
+        server.stop()
+        raw.llm.close()
+    ceilings.append(ceiling())
+    results["llama_bench_tg"] = {"before": ceilings[0], "after": ceilings[1], "median": statistics.median(ceilings)}
+    results["scaling"] = scaling(models, path, built.llama_server, threads, args.tokens, clients, 3)
+    if not args.no_kernel:
+        results["kernel"] = kernel_checks(models, args.requests)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "server.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    s, c, k = results["single"], results["concurrency"], results["kernel"]
+    tg = results["llama_bench_tg"]["median"]
     md = [
-        f"# Server: ollama-nb serve vs raw llama-cpp-python ({MODEL}, {threads} threads, "
-        f"{args.tokens} tokens, {results['date']})",
+        f"# Server: ollama-nb serve vs llama-server ({MODEL}, {threads} threads, {args.tokens} tokens, "
+        f"{results['date']})",
         "",
-        f"Single stream: median of {args.reps} paired runs (raw, then served, then served again "
-        "through aiohttp); ratios and overheads are medians of the per-pair values. Flash attention "
-        "is on for both, as Ollama and llama-server have it on the CPU by default.",
+        f"llama-server and llama-bench built from llama-cpp-python {built.llama_cpp_python}'s llama.cpp with "
+        f"`{' '.join(built.cmake_args)}` (bench/anchors.py). Flash attention on, context {NUM_CTX} per sequence, "
+        f"on every side. Single stream: {args.rounds} rounds, the sides in a rotated order each round; "
+        "a ratio is the median of the per-round ratios, (min–max) its spread. The ceiling is llama-bench's "
+        f"tg{args.tokens}, run before and after: {ceilings[0]:.1f} and {ceilings[1]:.1f} tokens/s.",
         "",
-        "| single stream | raw llama-cpp-python | /api/generate | ratio |",
+        "| single stream | ours /api/generate | llama-server /completion | raw llama-cpp-python "
+        "| ours / llama-server | ours / ceiling | raw / llama-server |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in results["single"].items():
+        md.append(f"| generation tokens/s, {name} | {s['ours']['gen_tps']:.1f} | {s['llama-server']['gen_tps']:.1f} "
+                  f"| {s['raw']['gen_tps']:.1f} | {spread(s['ours_vs_llama_server'])} "
+                  f"| {s['ours']['gen_tps'] / tg:.2f} | {spread(s['raw_vs_llama_server'])} |")
+    for name, s in results["single"].items():
+        md.append(f"| first token, cached prompt, {name} | {s['ours']['ttft_s'] * 1000:.1f} ms "
+                  f"| {s['llama-server']['ttft_s'] * 1000:.1f} ms | {s['raw']['ttft_s'] * 1000:.1f} ms "
+                  f"| {spread(s['ttft_ours_minus_llama_server_ms'], '{:+.1f}')} ms | | |")
+    md += [
+        "",
+        "| concurrent clients | ours (OLLAMA_NUM_PARALLEL=n) | llama-server (-np n) | ours / llama-server |",
         "|---|---|---|---|",
-        f"| generation tokens/s | {raw['gen_tps']:.1f} | {served['gen_tps']:.1f} | {s['gen_ratio']:.2f} |",
-        f"| time to first token | {raw['ttft_s'] * 1000:.1f} ms | {served['ttft_s'] * 1000:.1f} ms "
-        f"| {s['ttft_overhead_ms']:+.1f} ms |",
-        f"| first token beyond prompt evaluation | {(raw['ttft_s'] - raw['prefill_s']) * 1000:.1f} ms "
-        f"| {(served['ttft_s'] - served['prefill_s']) * 1000:.1f} ms | {s['beyond_prefill_overhead_ms']:+.1f} ms |",
-        f"| generation tokens/s, aiohttp client | {raw['gen_tps']:.1f} | {via_aiohttp['gen_tps']:.1f} "
-        f"| {s['aiohttp_paired']['gen_ratio']:.2f} |",
-        f"| raw without flash attention (llama-cpp-python's default) | {raw_no_fa['gen_tps']:.1f} tok/s, "
-        f"first token {raw_no_fa['ttft_s'] * 1000:.1f} ms | | |",
+        *[f"| {n} | {row['ours_tps']:.1f} tok/s | {row['llama_server_tps']:.1f} tok/s | {spread(row['ratio'])} |"
+          for n, row in results["scaling"].items()],
         "",
-        "The main client is `http.client` reading lines in one thread; the aiohttp client (an asyncio "
-        "loop parsing every line) costs more CPU, and on two cores that CPU is the model's.",
-        "",
-        "| concurrent clients | one after another (NUM_PARALLEL=1) | batched (NUM_PARALLEL=4) |",
-        "|---|---|---|",
-        *[f"| {n} | {serial[n]:.1f} tok/s ({c['serial_scaling'][n]:.2f}x) | "
-          f"{batched[n]:.1f} tok/s ({c['batched_scaling'][n]:.2f}x) |" for n in (1, 2, 4)],
-        "",
-        "Scaling is relative to one client served alone; each figure is the median of 3 runs.",
-        "",
-        "| kernel hosting the server | value |",
-        "|---|---|",
-        f"| cell round trip, idle (median) | {k['cell_ms_idle_median']:.1f} ms |",
-        f"| cell round trip while a client streams (median / max) | {k['cell_ms_streaming_median']:.1f} / "
-        f"{k['cell_ms_streaming_max']:.1f} ms |",
-        f"| anonymous RSS, idle after load | {k['rss_anon_mb_idle']:.0f} MB |",
-        f"| anonymous RSS after the streaming above (its KV pages now in use) | {k['rss_anon_mb_warm']:.0f} MB |",
-        f"| anonymous RSS after {k['requests']} requests | {k['rss_anon_mb_after']:.0f} MB |",
+        "Aggregate tokens/s of n simultaneous streams (greedy), each figure the median of 3 runs.",
         "",
     ]
+    if "kernel" in results:
+        k = results["kernel"]
+        md += [
+            "| kernel hosting the server | value |",
+            "|---|---|",
+            f"| cell round trip, idle (median) | {k['cell_ms_idle_median']:.1f} ms |",
+            f"| cell round trip while a client streams (median / max) | {k['cell_ms_streaming_median']:.1f} / "
+            f"{k['cell_ms_streaming_max']:.1f} ms |",
+            f"| anonymous RSS, idle after load | {k['rss_anon_mb_idle']:.0f} MB |",
+            f"| anonymous RSS after the streaming above (its KV pages now in use) | {k['rss_anon_mb_warm']:.0f} MB |",
+            f"| anonymous RSS after {k['requests']} requests | {k['rss_anon_mb_after']:.0f} MB |",
+            "",
+        ]
     (out / "server.md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -55,7 +55,7 @@ _SPECS = [
     _spec("use_mmap", bool, None, "memory-map the weights; unset means automatic", load_time=True),
     _spec("num_thread", int, 0, "CPU threads; 0 lets the runtime decide", load_time=True),
     # Speculative decoding from the prompt (runtime/drafting.py). Off by default, as in Ollama
-    # without a draft model: past 512 cached tokens llama.cpp sums a one-token step and a
+    # without a draft model: past 256 cached tokens llama.cpp sums a one-token step and a
     # many-token batch in different orders, so a near-tie may go the other way with it on.
     _spec("draft_num_predict", int, 0,
           "most tokens drafted per step from the prompt and the reply so far (speculative decoding); 0 off"),

@@ -49,8 +49,6 @@ class PromptLookup:
         self.next_pause = FIRST_PAUSE
         # n -> {n-gram: where the token after its latest occurrence sits in history}
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
-        self.drafted = 0
-        self.accepted = 0
         self._cost: dict[bool, float | None] = {True: None, False: None}  # ns per token, with / without
         for token in tokens:
             self.append(token)
@@ -85,8 +83,6 @@ class PromptLookup:
         """How many of a draft's tokens the model agreed with, to size the next draft."""
         if not drafted:
             return
-        self.drafted += drafted
-        self.accepted += accepted
         if accepted == drafted:
             self.length = min(self.max_draft, self.length * 2)
         else:

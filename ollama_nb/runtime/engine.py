@@ -381,14 +381,7 @@ class Engine:
                 cached = self._slots[s.seq]
                 s.draft = self._draft_for(s, n)
                 s.logits_at = n
-                pos = len(cached)
-                for i, tok in enumerate((s.next_token, *s.draft)):
-                    batch.token[n] = tok
-                    batch.pos[n] = pos + i
-                    batch.seq_id[n][0] = s.seq
-                    batch.n_seq_id[n] = 1
-                    batch.logits[n] = True
-                    n += 1
+                n = _put(batch, n, (s.next_token, *s.draft), len(cached), s.seq, logits=True)
                 cached.append(s.next_token)
                 cached.extend(s.draft)
                 s.next_token = None
@@ -401,14 +394,7 @@ class Engine:
             cached = self._slots[s.seq]
             chunk = s.todo[: self.n_batch - n]
             del s.todo[: len(chunk)]
-            pos = len(cached)
-            for i, tok in enumerate(chunk):
-                batch.token[n] = tok
-                batch.pos[n] = pos + i
-                batch.seq_id[n][0] = s.seq
-                batch.n_seq_id[n] = 1
-                batch.logits[n] = False
-                n += 1
+            n = _put(batch, n, chunk, len(cached), s.seq, logits=False)
             cached.extend(chunk)
             if not s.todo:
                 batch.logits[n - 1] = True
@@ -519,3 +505,16 @@ class Engine:
         if not self.closed:
             self.closed = True
             self._llm.close()
+
+
+def _put(batch: Any, n: int, tokens: Sequence[int], pos: int, seq: int, *, logits: bool) -> int:
+    """Write ``tokens`` of sequence ``seq`` at positions from ``pos`` into the batch from slot
+    ``n``; return the next free slot."""
+    for i, tok in enumerate(tokens):
+        batch.token[n] = tok
+        batch.pos[n] = pos + i
+        batch.seq_id[n][0] = seq
+        batch.n_seq_id[n] = 1
+        batch.logits[n] = logits
+        n += 1
+    return n

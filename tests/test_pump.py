@@ -108,3 +108,158 @@ def test_interrupt_ends_the_consumer_and_the_thread() -> None:
         return src
 
     assert asyncio.run(go()).closed.is_set()
+
+
+# ---- push sources: the producer's thread hands events straight to the loop ---------------------
+
+
+class Pushing:
+    """A push source whose producer thread emits ``n`` events (the last one marks the end), each
+    when told to; records which thread shaped each event and how often it was finished."""
+
+    def __init__(self, n: int, *, fail_at: int | None = None, start_error: Exception | None = None) -> None:
+        self.n = n
+        self.fail_at = fail_at
+        self.start_error = start_error
+        self.release = threading.Semaphore(0)
+        self.cancelled = threading.Event()
+        self.finished = 0
+        self.finish_lock = threading.Lock()
+        self.shaped_on: set[int] = set()
+        self.producer: threading.Thread | None = None
+        self.started = threading.Event()
+        self.may_start = threading.Event()
+        self.may_start.set()
+
+    def start(self, sink) -> None:  # noqa: ANN001 - the protocol's callable
+        self.may_start.wait()
+        if self.start_error is not None:
+            raise self.start_error
+
+        def produce() -> None:
+            for i in range(self.n):
+                self.release.acquire()
+                if self.cancelled.is_set():
+                    return
+                sink(ValueError("engine failed") if i == self.fail_at else ("last" if i == self.n - 1 else i))
+
+        self.producer = threading.Thread(target=produce)
+        self.producer.start()
+        self.started.set()
+
+    def shape(self, event):  # noqa: ANN001, ANN201
+        self.shaped_on.add(threading.get_ident())
+        if isinstance(event, BaseException):
+            raise event
+        return [] if event == 1 else [event]  # event 1 is held back, as a tool call may be
+
+    def is_last(self, event) -> bool:  # noqa: ANN001
+        return event == "last" or isinstance(event, BaseException)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def finish(self) -> None:
+        self.cancel()
+        with self.finish_lock:
+            self.finished += 1
+        for _ in range(self.n):
+            self.release.release()  # let the producer see the cancel
+
+
+def test_a_push_source_is_shaped_on_the_loop_and_finished_once_before_the_end() -> None:
+    src = Pushing(4)
+
+    async def go() -> tuple[list, int, bool]:
+        for _ in range(4):
+            src.release.release()
+        loop_thread = threading.get_ident()
+        pump = ChunkPump(lambda: src)
+        chunks = [c async for c in pump]
+        finished_at_end = src.finished  # the model is released before the stream ends
+        await pump.wait_closed()
+        return chunks, finished_at_end, src.shaped_on == {loop_thread}
+
+    chunks, finished, on_loop = asyncio.run(go())
+    assert chunks == [0, 2, "last"]
+    assert finished == 1
+    assert on_loop
+
+
+def test_a_push_source_error_comes_after_the_chunks_before_it() -> None:
+    src = Pushing(4, fail_at=2)
+
+    async def go() -> list:
+        for _ in range(4):
+            src.release.release()
+        seen = []
+        with pytest.raises(ValueError, match="engine failed"):
+            async for c in ChunkPump(lambda: src):
+                seen.append(c)
+        return seen
+
+    assert asyncio.run(go()) == [0]
+    assert src.finished == 1
+
+
+def test_a_push_source_that_fails_to_start_raises_in_the_consumer() -> None:
+    src = Pushing(2, start_error=RuntimeError("model failed to load"))
+
+    async def go() -> None:
+        async for _ in ChunkPump(lambda: src):
+            pass
+
+    with pytest.raises(RuntimeError, match="model failed to load"):
+        asyncio.run(go())
+    assert src.finished == 0 and not src.started.is_set()
+
+
+def test_closing_a_push_stream_cancels_and_finishes_its_source() -> None:
+    src = Pushing(10)
+
+    async def go() -> list:
+        src.release.release()
+        pump = ChunkPump(lambda: src)
+        first = await pump.__anext__()
+        await pump.aclose()
+        await pump.wait_closed()
+        return [first]
+
+    assert asyncio.run(go()) == [0]
+    assert src.cancelled.is_set() and src.finished == 1
+    assert src.producer is not None
+    src.producer.join(5)
+    assert not src.producer.is_alive()
+
+
+def test_a_consumer_that_leaves_while_the_source_starts_still_finishes_it() -> None:
+    src = Pushing(3)
+    src.may_start.clear()  # the model is still loading
+
+    async def go() -> None:
+        pump = ChunkPump(lambda: src)
+        await asyncio.sleep(0.05)
+        await pump.aclose()  # the consumer leaves before start returns
+        src.may_start.set()
+        await pump.wait_closed()
+
+    asyncio.run(go())
+    assert src.started.is_set() and src.finished == 1 and src.cancelled.is_set()
+
+
+def test_interrupting_a_push_stream_ends_it_and_finishes_its_source() -> None:
+    src = Pushing(10)
+
+    async def go() -> list:
+        src.release.release()
+        pump = ChunkPump(lambda: src)
+        seen = [await pump.__anext__()]
+        pump.interrupt(ConnectionAbortedError("server is shutting down"))
+        with pytest.raises(ConnectionAbortedError):
+            async for c in pump:
+                seen.append(c)
+        await pump.wait_closed()
+        return seen
+
+    assert asyncio.run(go()) == [0]
+    assert src.finished == 1

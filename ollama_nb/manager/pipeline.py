@@ -6,9 +6,10 @@ worker, turn its pieces into chunks, measure it once, and tell the observers.
 :class:`~ollama_nb.base.timings.Timings` made here is the one the reply, the request record
 and every face after them carry.
 
-Threads: the caller's thread iterates (a server's pump thread, a notebook cell, a CLI); the
-model's worker generates; the two meet in a queue. Leaving the iterator early (a client hung
-up, Stop, a kernel interrupt) cancels the generation before its next token.
+Threads: the model's worker generates. A caller that iterates (a notebook cell, a CLI) waits for
+each token on its own thread; a server's event loop gets every token from the worker directly
+(:class:`Generation`). Leaving early (a client hung up, Stop, a kernel interrupt) cancels the
+generation before its next token.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from ..base.timings import Timings
-from ..runtime import Engine, GenerationJob, GenerationRequest, GenerationResult, TokenPiece
+from ..runtime import Engine, GenerationJob, GenerationRequest, GenerationResult
 from ..serving.admission import Ticket
 from ..serving.scheduler import Runner, Scheduler
 from .records import RequestRecord
@@ -29,7 +30,6 @@ from .replies import Replies
 
 log = logging.getLogger("ollama_nb.manager")
 T = TypeVar("T")
-_END = object()
 
 #: Loads (or finds) the request's model, once it is admitted.
 Acquire = Callable[[], Runner]
@@ -97,34 +97,9 @@ class Pipeline:
         acquire: Acquire,
         prepare: Callable[[Engine], GenerationJob],
         replies: Replies,
-    ) -> Iterator[Any]:
+    ) -> Generation:
         """The chunks of one generation, ``replies`` shaping them; ends with the final chunk."""
-        clock, runner = self._admit(started_ns, acquire)
-        stream: Iterator[TokenPiece | GenerationResult] | None = None
-        try:
-
-            def abandoned(result: GenerationResult) -> None:
-                self.notify(clock.record(replies.endpoint, model, clock.timings(result), "cancel"))
-
-            stream = _run_on_worker(runner, prepare, clock.ticket, abandoned)
-            for item in stream:
-                if isinstance(item, GenerationResult):
-                    yield from replies.flush()
-                    timings = clock.timings(item)
-                    reason = "stop" if item.done_reason == "cancel" else item.done_reason
-                    final = replies.final(item, timings, reason)
-                    self.notify(clock.record(replies.endpoint, model, timings, reason))
-                    yield final
-                else:
-                    clock.first_token()
-                    chunk = replies.piece(item)
-                    if chunk is not None:
-                        yield chunk
-        finally:
-            if stream is not None:
-                stream.close()  # cancels a generation the consumer left, before the release
-            clock.ticket.leave()
-            self.scheduler.release(runner)
+        return Generation(self, model, started_ns, acquire, prepare, replies)
 
     def call(
         self, started_ns: int, acquire: Acquire, work: Callable[[Runner], T]
@@ -143,50 +118,143 @@ class Pipeline:
             self.scheduler.release(runner)
 
 
-def _run_on_worker(
-    runner: Runner,
-    prepare: Callable[[Engine], GenerationJob],
-    ticket: Ticket,
-    abandoned: Callable[[GenerationResult], None],
-) -> Iterator[TokenPiece | GenerationResult]:
-    """Queue a generation on the model's worker; yield its pieces, then its result.
+class Generation(Iterator[Any]):
+    """One generation's chunks, reached in either of two ways.
 
-    Leaving early (the caller closed the iterator) sets the cancel flag and waits until the
-    worker has let go of the sequence, so the next request finds the model free. The result
-    the worker then reports (its timings and the tokens produced so far) goes to ``abandoned``,
-    so a request nobody read to the end is still counted; its record says
-    ``done_reason="cancel"`` even when the worker happened to finish first.
+    Iterated (a notebook cell, a CLI, ``collect``), the calling thread waits for each token.
+    Or an event loop's :class:`~ollama_nb.serving.pump.ChunkPump` calls :meth:`start` with a
+    sink: the model's worker then hands every event straight to the loop, which shapes it with
+    :meth:`shape`. That saves a thread hop per token (worker -> pump thread -> loop), and on a
+    small machine every wake-up of a third thread is time taken from llama.cpp's own.
+
+    Either way :meth:`finish` ends it. Leaving early (a client hung up, Stop, a kernel
+    interrupt) cancels the generation before its next token and waits until the worker has let
+    go of the sequence, so the next request finds the model free. The result the worker then
+    reports still goes into the request record, marked ``done_reason="cancel"``.
     """
-    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    cancel = threading.Event()
-    finished = threading.Event()
 
-    def admitted(engine: Engine) -> GenerationJob:
-        ticket.leave()
-        return prepare(engine)
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        model: str,
+        started_ns: int,
+        acquire: Acquire,
+        prepare: Callable[[Engine], GenerationJob],
+        replies: Replies,
+    ) -> None:
+        self._pipeline = pipeline
+        self._model = model
+        self._started_ns = started_ns
+        self._acquire = acquire
+        self._prepare = prepare
+        self._replies = replies
+        self._cancel = threading.Event()
+        self._worker_done = threading.Event()
+        self._outcome: GenerationResult | BaseException | None = None  # the worker's last word
+        self._delivered = False  # the result (or an error) was shaped for the consumer
+        self._clock: RequestClock | None = None
+        self._runner: Runner | None = None
+        self._finish_lock = threading.Lock()
+        self._iterator: Iterator[Any] | None = None
 
-    def done(outcome: GenerationResult | BaseException) -> None:
-        events.put(outcome)  # an exception is handed to the consumer and re-raised there
-        events.put(_END)
-        finished.set()
+    # -- pushing: the worker calls the sink, the consumer shapes --------------------------------
 
-    runner.generate(GenerationRequest(admitted, events.put, cancel, done))
-    delivered = False  # the result reached the consumer (or an error did)
-    try:
-        while True:
-            item = events.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                delivered = True
-                raise item
-            delivered = isinstance(item, GenerationResult)
-            yield item
-    finally:
-        cancel.set()
-        _wait_through_interrupts(finished)
-        if not delivered:
-            _report_abandoned(events, abandoned)
+    def start(self, sink: Callable[[Any], None]) -> None:
+        """Admit the request, get its model loaded (blocking) and queue it on the worker, which
+        calls ``sink`` from its own thread with every piece and, last, the result or the
+        exception it ended with."""
+        clock, runner = self._pipeline._admit(self._started_ns, self._acquire)
+        self._clock, self._runner = clock, runner
+
+        def admitted(engine: Engine) -> GenerationJob:
+            clock.ticket.leave()
+            return self._prepare(engine)
+
+        def done(outcome: GenerationResult | BaseException) -> None:
+            self._outcome = outcome
+            self._worker_done.set()  # before the sink: a consumer that sees the end never waits
+            sink(outcome)
+
+        try:
+            runner.generate(GenerationRequest(admitted, sink, self._cancel, done))
+        except BaseException:
+            self._worker_done.set()
+            self.finish()
+            raise
+
+    @staticmethod
+    def is_last(event: Any) -> bool:
+        return isinstance(event, (GenerationResult, BaseException))
+
+    def shape(self, event: Any) -> list[Any]:
+        """The chunks one worker event becomes (on any thread, one at a time); the worker's
+        exception is raised here, in the consumer."""
+        assert self._clock is not None
+        if isinstance(event, BaseException):
+            self._delivered = True
+            raise event
+        if isinstance(event, GenerationResult):
+            self._delivered = True
+            chunks = list(self._replies.flush())
+            timings = self._clock.timings(event)
+            reason = "stop" if event.done_reason == "cancel" else event.done_reason
+            chunks.append(self._replies.final(event, timings, reason))
+            self._pipeline.notify(self._clock.record(self._replies.endpoint, self._model, timings, reason))
+            return chunks
+        self._clock.first_token()
+        chunk = self._replies.piece(event)
+        return [] if chunk is None else [chunk]
+
+    def cancel(self) -> None:
+        """Ask the worker to stop before its next token (never blocks)."""
+        self._cancel.set()
+
+    def finish(self) -> None:
+        """Cancel what still runs, wait for the worker to let go, count a request nobody read
+        to the end, and release the model (blocking; once, whoever calls it first)."""
+        with self._finish_lock:
+            runner, clock, self._runner = self._runner, self._clock, None
+        if runner is None or clock is None:
+            return
+        try:
+            self._cancel.set()
+            _wait_through_interrupts(self._worker_done)
+            if not self._delivered and isinstance(self._outcome, GenerationResult):
+                self._report_abandoned(clock, self._outcome)
+        finally:
+            clock.ticket.leave()
+            self._pipeline.scheduler.release(runner)
+
+    def _report_abandoned(self, clock: RequestClock, result: GenerationResult) -> None:
+        try:
+            record = clock.record(self._replies.endpoint, self._model, clock.timings(result), "cancel")
+            self._pipeline.notify(record)
+        except Exception:
+            log.exception("recording an abandoned request failed")
+
+    # -- iterating: the calling thread waits for each event -------------------------------------
+
+    def _chunks(self) -> Iterator[Any]:
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.start(events.put)
+        try:
+            while True:
+                event = events.get()
+                yield from self.shape(event)
+                if self.is_last(event):
+                    return
+        finally:
+            self.finish()
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = self._chunks()
+        return next(self._iterator)
+
+    def close(self) -> None:
+        """Leave early: cancels the generation (see the class docstring)."""
+        if self._iterator is not None:
+            self._iterator.close()
 
 
 def _wait_through_interrupts(finished: threading.Event) -> None:
@@ -199,18 +267,3 @@ def _wait_through_interrupts(finished: threading.Event) -> None:
             return
         except KeyboardInterrupt:
             log.debug("interrupt while a cancelled generation winds down; still waiting for it")
-
-
-def _report_abandoned(events: queue.SimpleQueue[Any], abandoned: Callable[[GenerationResult], None]) -> None:
-    """Hand the worker's last word on a stream its consumer left to ``abandoned``."""
-    while True:
-        try:
-            item = events.get_nowait()
-        except queue.Empty:
-            return
-        if isinstance(item, GenerationResult):
-            try:
-                abandoned(item)
-            except Exception:
-                log.exception("recording an abandoned request failed")
-            return

@@ -11,6 +11,11 @@ llama.cpp's own threads. So the hand-over is a plain deque plus at most one pend
 chunks that arrive while the loop is still busy with the previous ones ride along with it, and
 :meth:`ChunkPump.batches` gives the consumer everything that is ready in one go (one socket
 write instead of several).
+
+A source that can push (:class:`PushSource`: the manager's generations) skips the executor
+thread per token: the thread only starts it (loading the model may block), then the model's
+worker hands every event straight to the loop, which shapes it into chunks. Ending it (which may
+block while the worker lets go) runs on the executor again.
 """
 
 from __future__ import annotations
@@ -21,11 +26,31 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger("ollama_nb.pump")
 
-_ITEM, _ERROR, _END = "item", "error", "end"
+_ITEM, _EVENT, _ERROR, _END = "item", "event", "error", "end"
+
+
+@runtime_checkable
+class PushSource(Protocol):
+    """A stream whose producer calls a sink from its own thread instead of being iterated."""
+
+    def start(self, sink: Callable[[Any], None]) -> None:
+        """Begin (may block); ``sink`` then gets every event, from any thread."""
+
+    def shape(self, event: Any) -> list[Any]:
+        """The chunks an event becomes (called on the loop, in order); may raise."""
+
+    def is_last(self, event: Any) -> bool:
+        """Whether nothing comes after this event."""
+
+    def cancel(self) -> None:
+        """Ask the producer to stop soon (never blocks)."""
+
+    def finish(self) -> None:
+        """Stop and release everything (may block; idempotent, thread-safe)."""
 
 
 class ChunkPump:
@@ -39,7 +64,7 @@ class ChunkPump:
     """
 
     def __init__(
-        self, factory: Callable[[], Iterator[Any]], *, executor: Executor | None = None
+        self, factory: Callable[[], Iterator[Any] | PushSource], *, executor: Executor | None = None
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready: deque[tuple[str, Any]] = deque()
@@ -49,6 +74,10 @@ class ChunkPump:
         self._finished = False
         self._closed = False
         self._held: deque[Any] = deque()  # a batch handed out one chunk at a time by __anext__
+        self._executor = executor
+        self._source: PushSource | None = None
+        self._source_started = False
+        self._source_finished: asyncio.Future[None] | None = None
         self._thread_done = self._loop.run_in_executor(executor, self._pump, factory)
 
     # -- the pumping thread ----------------------------------------------------------------------
@@ -62,11 +91,21 @@ class ChunkPump:
             self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is gone (server stopped): nobody is listening any more
             self._stop.set()
+            if self._source is not None:
+                self._source.cancel()
 
-    def _pump(self, factory: Callable[[], Iterator[Any]]) -> None:
+    def _push(self, event: Any) -> None:
+        """The sink a push source's producer calls, from its own thread."""
+        self._hand_over(_EVENT, event)
+
+    def _pump(self, factory: Callable[[], Iterator[Any] | PushSource]) -> None:
         iterator: Iterator[Any] | None = None
         try:
-            iterator = factory()
+            source = factory()
+            if isinstance(source, PushSource):
+                self._start(source)
+                return
+            iterator = source
             if not self._stop.is_set():
                 for item in iterator:
                     self._hand_over(_ITEM, item)
@@ -81,7 +120,18 @@ class ChunkPump:
                     close()  # the manager's iterators cancel generation here
                 except Exception:
                     log.exception("closing a chunk iterator failed")
-            self._hand_over(_END, None)
+            if iterator is not None or self._source is None:
+                self._hand_over(_END, None)
+
+    def _start(self, source: PushSource) -> None:
+        """Start a push source (pumping thread); finish it here if the consumer left meanwhile."""
+        self._source = source
+        if self._stop.is_set():
+            return
+        source.start(self._push)
+        self._source_started = True
+        if self._stop.is_set():  # the loop may have looked before the flag was set: finish is idempotent
+            source.finish()
 
     # -- the loop side ---------------------------------------------------------------------------
 
@@ -91,23 +141,58 @@ class ChunkPump:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _finish_source(self) -> None:
+        """Stop a started push source on the executor (once; its end may block)."""
+        self._stop.set()
+        if self._source is None or not self._source_started or self._source_finished is not None:
+            return  # not started: the pumping thread finishes it once start returns
+        self._source_finished = self._loop.run_in_executor(self._executor, self._source.finish)
+
+    def _take_ready(self) -> list[Any]:
+        """The ready chunks up to the stream's end or error, shaping a push source's events."""
+        items: list[Any] = []
+        while self._ready:
+            kind, value = self._ready[0]
+            if kind == _ITEM:
+                items.append(self._ready.popleft()[1])
+            elif kind == _EVENT:
+                self._ready.popleft()
+                assert self._source is not None
+                try:
+                    items.extend(self._source.shape(value))
+                except BaseException as exc:  # noqa: BLE001 - raised to the consumer after these chunks
+                    self._ready.appendleft((_ERROR, exc))
+                    self._finish_source()
+                    break
+                if self._source.is_last(value):
+                    self._ready.appendleft((_END, None))
+                    self._finish_source()
+                    break
+            else:
+                break
+        return items
+
     async def _next_batch(self) -> list[Any]:
         """Every chunk that is ready (at least one); the stream's end or error once none is left."""
         if self._closed:
             raise StopAsyncIteration
-        while not self._ready:
+        while True:
+            items = self._take_ready()
+            if items:
+                return items
+            if self._ready:
+                break  # the end or an error is next
             if self._finished:
                 raise StopAsyncIteration
             self._waiter = self._loop.create_future()
             await self._waiter
-        items: list[Any] = []
-        while self._ready and self._ready[0][0] == _ITEM:
-            items.append(self._ready.popleft()[1])
-        if items:
-            return items
         kind, value = self._ready.popleft()
         self._finished = True
         self._ready.clear()
+        if self._source_finished is not None:
+            # The stream ends once its model is released, as an iterator's does, so a client
+            # that asks ``ps`` right after its reply sees keep_alive applied.
+            await asyncio.shield(self._source_finished)
         if kind == _ERROR:
             raise value
         raise StopAsyncIteration
@@ -140,6 +225,7 @@ class ChunkPump:
         self._stop.set()
         self._ready.append((_ERROR, exc))
         self._wake()
+        self._finish_source()
 
     async def aclose(self) -> None:
         """Stop after the chunk in flight; the pumping thread closes the iterator by itself."""
@@ -147,7 +233,10 @@ class ChunkPump:
         self._closed = self._finished = True
         self._ready.clear()
         self._held.clear()
+        self._finish_source()
 
     async def wait_closed(self) -> None:
         """Wait until the thread has closed the iterator (tests and orderly shutdown)."""
         await asyncio.shield(self._thread_done)
+        if self._source_finished is not None:
+            await asyncio.shield(self._source_finished)

@@ -27,8 +27,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import free_port, wait_for
+from common import start_ollama_nb
 
 MODEL = "smollm2:135m"
 GEN_TOKENS = 64
@@ -237,17 +235,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
-def start_ours(models: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, OLLAMA_MODELS=models, OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_NUM_PARALLEL="1",
-               OLLAMA_KEEP_ALIVE="-1", OLLAMA_CONTEXT_LENGTH=str(NUM_CTX), OLLAMA_FLASH_ATTENTION="1")
-    cli = Path(sys.executable).with_name("ollama-nb")
-    proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/api/version")
-    return proc, url
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="512,2048,4096,8192")
@@ -267,7 +254,7 @@ def main() -> None:
         pass
     path = manager.spec(MODEL).model_path
     threads = usable_cores()
-    proc, ours = start_ours(models)
+    proc, ours = start_ollama_nb(models, parallel=1, num_ctx=NUM_CTX)
     server = llama_server.start(built.llama_server, path, threads=threads, parallel=1, num_ctx=NUM_CTX)
     results: dict[str, Any] = {"model": MODEL, "threads": threads, "rounds": args.rounds,
                                "date": time.strftime("%Y-%m-%d %H:%M"),

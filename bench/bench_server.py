@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,7 +39,7 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import free_port, in_fresh_thread, wait_for
+from common import free_port, in_fresh_thread, start_ollama_nb, wait_for
 from llama_server import GREEDY, OLLAMA_DEFAULT
 
 MODEL = "smollm2:135m"
@@ -133,15 +132,7 @@ def concurrent(run_one: Callable[[str, int], dict[str, float]], clients: int, to
 
 
 def start_server(models: str, parallel: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, OLLAMA_MODELS=models, OLLAMA_HOST=f"127.0.0.1:{port}",
-               OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_KEEP_ALIVE="-1", OLLAMA_CONTEXT_LENGTH=str(NUM_CTX),
-               OLLAMA_FLASH_ATTENTION="1")
-    cli = Path(sys.executable).with_name("ollama-nb")
-    proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/api/version")
-    return proc, url
+    return start_ollama_nb(models, parallel=parallel, num_ctx=NUM_CTX)
 
 
 # ---- 3 and 4. a real kernel ---------------------------------------------------------------

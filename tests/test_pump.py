@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -131,7 +132,7 @@ class Pushing:
         self.may_start = threading.Event()
         self.may_start.set()
 
-    def start(self, sink) -> None:  # noqa: ANN001 - the protocol's callable
+    def start(self, sink: Callable[[Any], None]) -> None:
         self.may_start.wait()
         if self.start_error is not None:
             raise self.start_error
@@ -147,13 +148,13 @@ class Pushing:
         self.producer.start()
         self.started.set()
 
-    def shape(self, event):  # noqa: ANN001, ANN201
+    def shape(self, event: Any) -> list[Any]:
         self.shaped_on.add(threading.get_ident())
         if isinstance(event, BaseException):
             raise event
         return [] if event == 1 else [event]  # event 1 is held back, as a tool call may be
 
-    def is_last(self, event) -> bool:  # noqa: ANN001
+    def is_last(self, event: Any) -> bool:
         return event == "last" or isinstance(event, BaseException)
 
     def cancel(self) -> None:
@@ -263,3 +264,18 @@ def test_interrupting_a_push_stream_ends_it_and_finishes_its_source() -> None:
 
     assert asyncio.run(go()) == [0]
     assert src.finished == 1
+
+
+def test_a_push_stream_whose_loop_is_gone_still_finishes_its_source() -> None:
+    src = Pushing(5)
+
+    async def go() -> None:
+        ChunkPump(lambda: src)
+        assert await asyncio.to_thread(src.started.wait, 5)
+
+    asyncio.run(go())  # the loop closes with the stream unread (a server that stopped)
+    src.release.release()  # the producer's next event meets a closed loop
+    deadline = time.monotonic() + 5
+    while src.finished == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert src.finished == 1 and src.cancelled.is_set()

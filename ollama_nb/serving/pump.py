@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 log = logging.getLogger("ollama_nb.pump")
 
 _ITEM, _EVENT, _ERROR, _END = "item", "event", "error", "end"
+_ORPHANED = object()  # a push source finished by its own thread after the loop went away
 
 
 @runtime_checkable
@@ -77,7 +78,7 @@ class ChunkPump:
         self._executor = executor
         self._source: PushSource | None = None
         self._source_started = False
-        self._source_finished: asyncio.Future[None] | None = None
+        self._source_finished: asyncio.Future[None] | object | None = None  # _ORPHANED: finished off-loop
         self._thread_done = self._loop.run_in_executor(executor, self._pump, factory)
 
     # -- the pumping thread ----------------------------------------------------------------------
@@ -91,8 +92,12 @@ class ChunkPump:
             self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is gone (server stopped): nobody is listening any more
             self._stop.set()
-            if self._source is not None:
+            if self._source is not None and self._source_finished is None:
+                # Nobody is left to finish it, and the producer's own thread must not wait for
+                # itself: a short-lived thread releases the model once the producer lets go.
+                self._source_finished = _ORPHANED
                 self._source.cancel()
+                threading.Thread(target=self._source.finish, name="ollama_nb-orphaned-stream", daemon=True).start()
 
     def _push(self, event: Any) -> None:
         """The sink a push source's producer calls, from its own thread."""
@@ -189,7 +194,7 @@ class ChunkPump:
         kind, value = self._ready.popleft()
         self._finished = True
         self._ready.clear()
-        if self._source_finished is not None:
+        if isinstance(self._source_finished, asyncio.Future):
             # The stream ends once its model is released, as an iterator's does, so a client
             # that asks ``ps`` right after its reply sees keep_alive applied.
             await asyncio.shield(self._source_finished)
@@ -238,5 +243,5 @@ class ChunkPump:
     async def wait_closed(self) -> None:
         """Wait until the thread has closed the iterator (tests and orderly shutdown)."""
         await asyncio.shield(self._thread_done)
-        if self._source_finished is not None:
+        if isinstance(self._source_finished, asyncio.Future):
             await asyncio.shield(self._source_finished)

@@ -40,6 +40,20 @@ def test_a_draft_continues_the_latest_earlier_occurrence_of_the_longest_match() 
     assert lookup.draft(1) == [9]  # never more than the room it is given
 
 
+def test_a_copy_is_followed_where_it_is_not_where_its_last_words_occurred_last() -> None:
+    body = list(range(20, 33))  # longer than the longest n-gram: only the place tells them apart
+    prompt = [5, *body, 10, 6, *body, 11, 0]
+    lookup = PromptLookup(prompt, max_draft=64)
+    for token in [5, *body, 10, 6, *body]:  # the reply copies the prompt, drafting as it goes
+        lookup.draft(64)
+        lookup.append(token)
+    # the latest earlier occurrence of the body is the reply's own first one, followed by 10;
+    # the place being copied goes on with 11
+    assert lookup.draft(2) == [11, 0]
+    lookup.append(12)  # the reply leaves the copy: the index is asked again; nothing followed "32 12"
+    assert lookup.draft(2) == []
+
+
 def test_no_draft_without_a_match_of_two_tokens() -> None:
     lookup = PromptLookup([1, 2, 3, 4], max_draft=4)
     lookup.append(3)  # "4 3" never occurred; a single 3 did, which is too weak to go on

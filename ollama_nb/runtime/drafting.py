@@ -30,7 +30,14 @@ COST_WEIGHT, COST_MARGIN = 0.5, 1.05
 
 class PromptLookup:
     """The token history of one sequence, indexed by its n-grams; drafts continue the most
-    recent earlier occurrence of the history's longest matching n-gram.
+    recent earlier occurrence of the history's longest matching n-gram, and then keep following
+    that same place for as long as the reply goes on copying it.
+
+    Following matters as much as finding: text that is being repeated is often repetitive
+    itself (a cell of near-identical functions), so the n-gram just written occurs in many
+    places, and the latest of them is mostly the wrong one. The place a draft was taken from,
+    moved on by every token that agreed with it, is where the copy really is; only when the
+    reply leaves it (the one change of an edit) is the index asked again.
 
     The draft length adapts: it doubles (up to ``max_draft``) while drafts are taken whole and
     halves when one is cut short. A draft refused at its first token pauses drafting for a few
@@ -50,6 +57,7 @@ class PromptLookup:
         # n -> {n-gram: where the token after its latest occurrence sits in history}
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in NGRAM_SIZES}
         self._cost: dict[bool, float | None] = {True: None, False: None}  # ns per token, with / without
+        self._source: int | None = None  # where the text being copied goes on, while it is
         for token in tokens:
             self.append(token)
 
@@ -60,6 +68,8 @@ class PromptLookup:
         for n, index in self._index.items():
             if end >= n:
                 index[tuple(history[end - n:end])] = end
+        source = self._source
+        self._source = source + 1 if source is not None and history[source] == token else None
         history.append(token)
 
     def draft(self, limit: int) -> list[int]:
@@ -71,13 +81,23 @@ class PromptLookup:
         if limit <= 0:
             return []
         history = self.history
+        if self._source is None:
+            self._source = self._find()
+        if self._source is None:
+            return []
+        return history[self._source:self._source + limit]
+
+    def _find(self) -> int | None:
+        """Where the token after the latest earlier occurrence of the longest n-gram the
+        history ends with sits, if any n-gram of it occurred before."""
+        history = self.history
         for n in NGRAM_SIZES:
             if len(history) < n:
                 continue
             start = self._index[n].get(tuple(history[-n:]))
             if start is not None:
-                return history[start:start + limit]
-        return []
+                return start
+        return None
 
     def feedback(self, drafted: int, accepted: int) -> None:
         """How many of a draft's tokens the model agreed with, to size the next draft."""

@@ -39,17 +39,18 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import free_port, in_fresh_thread, start_ollama_nb, wait_for
+from common import TEMPLATES, free_port, in_fresh_thread, start_ollama_nb, wait_for
 from llama_server import GREEDY, OLLAMA_DEFAULT
 
 MODEL = "smollm2:135m"
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm. " * 6
-PROMPTS = [
+#: The concurrent clients' prompts, in the model's chat template, so each asks for a long reply.
+PROMPTS = [TEMPLATES[MODEL].format(p) for p in (
     "Tell me a long story about a dragon who learns to cook.",
     "Explain in detail how a steam engine works.",
     "Write a long letter to a friend about a summer holiday.",
-    "Describe the history of the printing press at length.",
-]
+    "Write a long, detailed essay about the history of the printing press.",
+)]
 SAMPLINGS = {"greedy": GREEDY, "ollama default": OLLAMA_DEFAULT}
 NUM_CTX = 4096
 
@@ -127,6 +128,9 @@ def concurrent(run_one: Callable[[str, int], dict[str, float]], clients: int, to
     with ThreadPoolExecutor(clients) as pool:
         t0 = time.perf_counter()
         results = list(pool.map(lambda i: run_one(PROMPTS[i % len(PROMPTS)], tokens), range(clients)))
+    short = min(r["tokens"] for r in results)
+    if short < tokens:  # an aggregate of streams that stopped early compares nothing
+        raise RuntimeError(f"a stream ended after {short} of {tokens} tokens: give the prompts longer replies")
     elapsed = max(r["end"] for r in results) - t0
     return sum(r["tokens"] for r in results) / elapsed
 

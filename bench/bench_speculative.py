@@ -24,14 +24,7 @@ from typing import Any
 import anchors
 import llama_server
 from bench_server import NUM_CTX, rotate, spread, start_server, stream_generate, summary
-from common import free_port, wait_for
-
-#: The chat templates of the two bundled models, written out so both servers get the very same
-#: raw prompt.
-TEMPLATES = {
-    "smollm2:135m": "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
-    "gemma3:270m": "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",
-}
+from common import TEMPLATES, free_port, wait_for
 
 
 def code_cell(lines: int = 60) -> str:

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The chat templates of the two bundled models, written out so that ours and llama-server get
+#: the very same raw prompt. A bare instruction without its template is a coin toss: on some
+#: builds the model answers it with end-of-text at once, and a stream of one token measures nothing.
+TEMPLATES = {
+    "smollm2:135m": "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+    "gemma3:270m": "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",
+}
+
 
 def in_fresh_thread(fn: Any, *args: Any) -> Any:
     """Run ``fn`` on a thread that then exits. llama.cpp's OpenMP helpers belong to the thread

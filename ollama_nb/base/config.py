@@ -105,6 +105,13 @@ def lazy_memory() -> bool:
     return _env("OLLAMA_NB_LAZY_MEMORY").lower() not in {"0", "false", "no", "off", "f"}
 
 
+def prompt_cache_mb() -> int:
+    """``OLLAMA_NB_PROMPT_CACHE_MB`` (default 256; 0 turns it off): how much RAM a loaded model
+    may use for conversations whose KV cells another request took (``runtime.prompt_cache``)."""
+    value = _env("OLLAMA_NB_PROMPT_CACHE_MB")
+    return int(value) if value.isdigit() else 256
+
+
 def extra_buffers() -> bool | None:
     """``OLLAMA_NB_EXTRA_BUFFERS``: True/False forces llama.cpp's CPU extra buffer types (AMX,
     repacked weights) on or off; unset (or ``auto``) lets the CPU probe decide (``runtime.probe``)."""

@@ -252,6 +252,7 @@ class ModelManager:
             adapters=tuple(spec.adapters),
             num_parallel=config.num_parallel(),
             lazy_memory=config.lazy_memory(),
+            prompt_cache_mb=config.prompt_cache_mb(),
             pooling_type=_pooling_type(spec),
         )
 

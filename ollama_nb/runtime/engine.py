@@ -27,6 +27,7 @@ from . import extra_buffers
 from .jobs import GenerationRequest, LoadParams
 from .library import lib
 from .memory import mapped_ranges, release_zero_pages
+from .prompt_cache import PromptCache
 from .sequence import SequenceState, common_prefix
 from .threads import ThreadGovernor
 
@@ -125,6 +126,7 @@ class Engine:
         self._slots: list[list[int]] = [[] for _ in range(parallel)]  # each sequence's KV tokens
         self._last_used = [0] * parallel
         self._use_counter = 0
+        self.prompt_cache = PromptCache(params.prompt_cache_mb * 1024 * 1024)
         self._pieces: dict[int, bytes] = {}
         self.metadata: dict[str, str] = dict(self._llm.metadata)
         self.bos_id: int = self._model.token_bos()
@@ -249,6 +251,39 @@ class Engine:
             del cached[common:]
         return common
 
+    def _swap_in(self, seq: int, prompt: list[int]) -> None:
+        """Before ``prompt`` overwrites sequence ``seq``: save what the sequence holds, and
+        restore a saved state that shares more of the prompt than the sequence does
+        (``runtime.prompt_cache``)."""
+        if self._memory is None or self.prompt_cache.limit_bytes <= 0:
+            return
+        cached = self._slots[seq]
+        live = common_prefix(cached, prompt)
+        if live < len(cached) and self.prompt_cache.worth_saving(cached):
+            self._save_state(seq)
+        found = self.prompt_cache.best(prompt, better_than=live)
+        if found is None:
+            return
+        state = found[0]
+        lc = lib()
+        lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        cached.clear()
+        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if lc.llama_state_seq_set_data(self._ctx, buffer, len(state.data), seq) == 0:
+            self._forget_cache(seq)  # no room for it: the prompt is evaluated from scratch
+            return
+        cached.extend(state.tokens)
+
+    def _save_state(self, seq: int) -> None:
+        lc = lib()
+        size = int(lc.llama_state_seq_get_size(self._ctx, seq))
+        if size <= 0 or size > self.prompt_cache.limit_bytes:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(lc.llama_state_seq_get_data(self._ctx, buffer, size, seq))
+        if written:
+            self.prompt_cache.save(self._slots[seq], ctypes.string_at(buffer, written))
+
     def _pick_slot(self, free: list[int], prompt: list[int]) -> int:
         """Where a prompt should run, so that conversations keep their KV between turns.
 
@@ -365,6 +400,8 @@ class Engine:
             if not prompt:
                 prompt = [self.bos_id if self.bos_id >= 0 else self.eos_id]
             slot = self._pick_slot(free, prompt)
+            if job.reuse_cache:
+                self._swap_in(slot, prompt)
             reused = self._prepare_prompt(slot, prompt, job.reuse_cache)
             return SequenceState(self, slot, request, job, prompt, reused)
         except Exception as exc:  # noqa: BLE001 - this request's own fault (template, grammar): it alone fails

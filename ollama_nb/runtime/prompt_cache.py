@@ -1,0 +1,79 @@
+"""Conversations kept in memory after their KV cells are given to another request.
+
+A model has as many KV sequences as ``OLLAMA_NUM_PARALLEL``: one, by default. When two
+conversations take turns on it (a notebook's chat and a client's request, or two notebooks), each
+turn overwrites the other's cache, and the next turn of the first must evaluate its whole history
+again. llama-server avoids that by saving an idle slot's state in RAM; this is the same idea. The
+KV of the sequence about to be overwritten is copied out (``llama_state_seq_get_data``) with the
+tokens it holds, and a later prompt that shares a longer prefix with a saved state than with any
+live sequence gets that state copied back instead of recomputing it. The cells hold the very
+values computed before, so a restored turn is exactly the turn that kept its sequence.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .sequence import common_prefix
+
+#: Below this many tokens a prompt is cheaper to evaluate again than to save and restore.
+MIN_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class SavedState:
+    tokens: tuple[int, ...]
+    data: bytes
+
+
+class PromptCache:
+    """Saved sequence states, least recently used first out, within ``limit_bytes``."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._states: OrderedDict[tuple[int, ...], SavedState] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def worth_saving(self, tokens: list[int]) -> bool:
+        """Whether a sequence holding ``tokens`` should be saved before it is overwritten (not
+        when it is short, or already saved as it is)."""
+        return self.limit_bytes > 0 and len(tokens) >= MIN_TOKENS and tuple(tokens) not in self._states
+
+    def save(self, tokens: list[int], data: bytes) -> None:
+        if len(data) > self.limit_bytes:
+            return
+        key = tuple(tokens)
+        # a saved state that is a prefix of this one is covered by it
+        for old in [k for k in self._states if len(k) <= len(key) and key[: len(k)] == k]:
+            self._drop(old)
+        self._states[key] = SavedState(key, data)
+        self._bytes += len(data)
+        while self._bytes > self.limit_bytes:
+            self._drop(next(iter(self._states)))
+
+    def best(self, prompt: list[int], better_than: int) -> tuple[SavedState, int] | None:
+        """The saved state sharing the longest prefix with ``prompt``, if longer than
+        ``better_than`` tokens, with that length; it becomes the most recently used."""
+        found: tuple[SavedState, int] | None = None
+        for state in self._states.values():
+            common = common_prefix(list(state.tokens), prompt)
+            if common > better_than and (found is None or common > found[1]):
+                found = (state, common)
+        if found is not None:
+            self._states.move_to_end(found[0].tokens)
+        return found
+
+    def clear(self) -> None:
+        self._states.clear()
+        self._bytes = 0
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        self._bytes -= len(self._states.pop(key).data)

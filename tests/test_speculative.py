@@ -78,6 +78,16 @@ def test_the_draft_length_adapts_and_refusals_pause_drafting() -> None:
     assert [lookup.draft(8) for _ in range(2)] == [[], [3]]
 
 
+def test_only_a_match_of_the_longest_n_gram_drafts_through_a_pause() -> None:
+    short = PromptLookup([1, 2, 3, 9, 1, 2], max_draft=4)
+    short.feedback(4, 0)  # refused: a pause of one step
+    assert short.draft(4) == []  # "1 2" matches, but a pair is weak evidence: the pause holds
+    body = list(range(100, 115))  # longer than the longest n-gram
+    repeating = PromptLookup([*body, 1, *body], max_draft=4)
+    repeating.feedback(4, 0)
+    assert repeating.draft(4) == [1, 100]  # the reply repeats a long stretch: draft (length halved to 2)
+
+
 def test_drafting_pauses_while_a_token_costs_more_with_drafts_than_without() -> None:
     lookup = PromptLookup([1, 2, 3, 4, 5, 1, 2], max_draft=4)
     lookup.timed(False, 1, 10_000_000)  # a plain step: 10 ms a token

@@ -42,7 +42,9 @@ class PromptLookup:
     The draft length adapts: it doubles (up to ``max_draft``) while drafts are taken whole and
     halves when one is cut short. A draft refused at its first token pauses drafting for a few
     steps, and the pause doubles while that keeps happening, so free text, where matches rarely
-    predict anything, soon costs next to nothing extra. The same pause follows whenever a token
+    predict anything, soon costs next to nothing extra. Only a match of the longest n-gram
+    drafts through a pause: a reply that has begun to repeat itself should not wait out a pause
+    earned while it was still finding its words. The same pause follows whenever a token
     costs more time with drafts than without, as measured on this machine (:meth:`timed`): how
     much a wider batch costs depends on the CPU, the model's weight types and the context, and
     only the clock knows.
@@ -76,7 +78,9 @@ class PromptLookup:
         """Up to ``min(limit, current length)`` tokens that followed the last n-gram before."""
         if self.pause > 0:
             self.pause -= 1
-            return []
+            if self._strong_match() is None:
+                return []
+            self._source = None  # a long match outweighs the pause: draft from it
         limit = min(limit, self.length)
         if limit <= 0:
             return []
@@ -86,6 +90,14 @@ class PromptLookup:
         if self._source is None:
             return []
         return history[self._source:self._source + limit]
+
+    def _strong_match(self) -> int | None:
+        """Where the history's longest n-gram occurred before, if it did: a match that long is
+        the reply repeating text (its own, often), and worth a draft even while paused."""
+        n = NGRAM_SIZES[0]
+        if len(self.history) < n:
+            return None
+        return self._index[n].get(tuple(self.history[-n:]))
 
     def _find(self) -> int | None:
         """Where the token after the latest earlier occurrence of the longest n-gram the

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..base import config
+from .anthropic_compat import setup_anthropic
 from .dashboard import setup_metrics
 from .keys import MANAGER
 from .native import setup_native
@@ -50,5 +51,6 @@ def make_app(
     setup_streaming(app)
     setup_native(app)
     setup_openai(app)
+    setup_anthropic(app)
     setup_metrics(app)
     return app

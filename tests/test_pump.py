@@ -118,8 +118,10 @@ class Pushing:
     """A push source whose producer thread emits ``n`` events (the last one marks the end), each
     when told to; records which thread shaped each event and how often it was finished."""
 
-    def __init__(self, n: int, *, fail_at: int | None = None, start_error: Exception | None = None) -> None:
+    def __init__(self, n: int, *, fail_at: int | None = None, start_error: Exception | None = None,
+                 eager: bool = False) -> None:
         self.n = n
+        self.eager = eager  # start returns only after the producer has pushed everything
         self.fail_at = fail_at
         self.start_error = start_error
         self.release = threading.Semaphore(0)
@@ -146,6 +148,8 @@ class Pushing:
 
         self.producer = threading.Thread(target=produce)
         self.producer.start()
+        if self.eager:
+            self.producer.join()
         self.started.set()
 
     def shape(self, event: Any) -> list[Any]:
@@ -168,8 +172,9 @@ class Pushing:
             self.release.release()  # let the producer see the cancel
 
 
-def test_a_push_source_is_shaped_on_the_loop_and_finished_once_before_the_end() -> None:
-    src = Pushing(4)
+@pytest.mark.parametrize("eager", [False, True], ids=["streaming", "done-before-start-returns"])
+def test_a_push_source_is_shaped_on_the_loop_and_finished_once_before_the_end(eager: bool) -> None:
+    src = Pushing(4, eager=eager)
 
     async def go() -> tuple[list, int, bool]:
         for _ in range(4):

@@ -149,8 +149,13 @@ class ChunkPump:
     def _finish_source(self) -> None:
         """Stop a started push source on the executor (once; its end may block)."""
         self._stop.set()
-        if self._source is None or not self._source_started or self._source_finished is not None:
-            return  # not started: the pumping thread finishes it once start returns
+        if self._source is None or self._source_finished is not None:
+            return
+        if not self._source_started:
+            # Still starting (or its producer outran the flag): the pumping thread finishes it
+            # once start returns, so the end of the stream waits for that thread.
+            self._source_finished = self._thread_done
+            return
         self._source_finished = self._loop.run_in_executor(self._executor, self._source.finish)
 
     def _take_ready(self) -> list[Any]:

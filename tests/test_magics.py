@@ -135,9 +135,11 @@ def test_memory_across_cells_reuses_the_kv_cache(shell: Any, magics: Any, manage
     recorder = Recording(manager)
     magics.use_manager(recorder)
     try:
-        first = ("My name is Ada Lovelace and I was born in London in 1815. I wrote the first program "
-                 "for Babbage's Analytical Engine, worked with Bernoulli numbers, and loved poetry. "
-                 "Please remember all of this carefully, turn 7731.")
+        # begins with its own words: a conversation kept in the model's prompt cache by another
+        # test must not share more than the template with it
+        first = ("Turn 7731. My name is Ada Lovelace and I was born in London in 1815. I wrote the first "
+                 "program for Babbage's Analytical Engine, worked with Bernoulli numbers, and loved poetry. "
+                 "Please remember all of this carefully.")
         shell.run_cell_magic("chat", f"--session kv --new {opts(num_predict=16)} -o r1", first)
         shell.run_cell_magic("chat", f"--session kv {opts(num_predict=8)} -o r2", "What is my name?")
     finally:
@@ -146,7 +148,7 @@ def test_memory_across_cells_reuses_the_kv_cache(shell: Any, magics: Any, manage
     sent = recorder.chats[-1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[0]["content"] == first and sent[1]["content"] == r1.text
-    assert r1.timings.prompt_eval_count > 60  # the long first turn was evaluated
+    assert r1.timings.prompt_eval_count > 45  # the long first turn was evaluated
     # turn 2's prompt holds all of turn 1, but only its own new tokens were evaluated
     assert 0 < r2.timings.prompt_eval_count < r1.timings.prompt_eval_count // 2
     turns = magics.sessions.get("kv").turns

@@ -329,11 +329,11 @@ def test_tool_calls(client, tooly):
     assert follow.choices[0].finish_reason == "stop" and not follow.choices[0].message.tool_calls
     assert follow.choices[0].message.content
     # The tool's answer reached the model's prompt: a longer result costs its extra tokens.
-    # (Both requests below reuse the cache up to the tool message, so they count from there.)
-    longer = short + " Wind from the west at thirty kilometres an hour, humidity eighty percent."
-    answer(longer)
-    with_short = answer(short).usage.prompt_tokens
-    with_longer = answer(longer).usage.prompt_tokens
+    # (Both requests below reuse the cache up to the tool message, so they count from there;
+    # each result is new, so no cached conversation holds more of it.)
+    with_short = answer("Sunny, 20 degrees.").usage.prompt_tokens
+    with_longer = answer("Cloudy, 15 degrees. Wind from the west at thirty kilometres an hour, "
+                         "humidity eighty percent.").usage.prompt_tokens
     assert with_longer - with_short >= 10
 
 

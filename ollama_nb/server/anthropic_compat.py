@@ -26,7 +26,7 @@ from ..api.anthropic import (
     parse_body,
 )
 from .keys import MANAGER
-from .streaming import event_source
+from .streaming import close_stream, event_source, open_stream
 
 __all__ = ["setup_anthropic"]
 
@@ -50,12 +50,6 @@ def _error(exc: BaseException) -> web.Response:
         raise exc  # aiohttp's own refusals (a body over the limit): the door answers them
     status, body = error_for(exc)
     return _json(body, status)
-
-
-async def _close(chunks: AsyncIterator[Any]) -> None:
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
 
 
 async def _events(chunks: AsyncIterator[Any], first: Any, stream: MessagesStream) -> AsyncGenerator[tuple[str, str], None]:
@@ -84,14 +78,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         message_id = new_message_id()
         if not native.stream:
             return _json(message_reply(message_id, await manager.achat(native)))
-        chunks = await manager.achat(native)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
-            await _close(chunks)
-            raise
+        chunks, first = await open_stream(manager.achat(native))
     except Exception as exc:  # noqa: BLE001 - every failure is answered in Anthropic's shape
         return _error(exc)
     translator = MessagesStream(message_id, req.model, estimated_input_tokens(req))
@@ -106,5 +93,5 @@ async def messages(request: web.Request) -> web.StreamResponse:
         pass  # the client left; closing the iterator below cancels generation
     finally:
         await events.aclose()
-        await _close(chunks)
+        await close_stream(chunks)
     return response

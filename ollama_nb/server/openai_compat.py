@@ -46,7 +46,7 @@ from ..api.openai_types import (
     OpenAIShape,
 )
 from .keys import MANAGER
-from .streaming import event_source
+from .streaming import close_stream, event_source, open_stream
 
 __all__ = ["setup_openai"]
 
@@ -76,20 +76,6 @@ def _error(exc: BaseException) -> web.Response:
         raise exc  # aiohttp's own refusals (a body over the limit): the door answers them
     status, body = error_for(exc)
     return _json(body, status)
-
-
-async def _first(chunks: AsyncIterator[Any]) -> Any:
-    """The first chunk, or None for a stream that ended without one."""
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
-async def _close(chunks: AsyncIterator[Any]) -> None:
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
 
 
 async def _events(
@@ -136,18 +122,8 @@ async def _stream_sse(
         pass  # the client left or stopped reading; closing the iterator below cancels generation
     finally:
         await events.aclose()
-        await _close(chunks)
+        await close_stream(chunks)
     return response
-
-
-async def _open_stream(start: Any) -> tuple[AsyncIterator[Any], Any]:
-    """Start a native stream and pull its first chunk; on failure close it and re-raise."""
-    chunks = await start
-    try:
-        return chunks, await _first(chunks)
-    except BaseException:
-        await _close(chunks)
-        raise
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -159,7 +135,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         reply_id, created = new_id("chatcmpl"), int(time.time())
         if not native.stream:
             return _json(chat_completion(reply_id, created, await manager.achat(native)))
-        chunks, first = await _open_stream(manager.achat(native))
+        chunks, first = await open_stream(manager.achat(native))
     except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
         return _error(exc)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -177,7 +153,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         reply_id, created = new_id("cmpl"), int(time.time())
         if not native.stream:
             return _json(completion(reply_id, created, await manager.agenerate(native), echo=echo))
-        chunks, first = await _open_stream(manager.agenerate(native))
+        chunks, first = await open_stream(manager.agenerate(native))
     except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
         return _error(exc)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -208,3 +208,24 @@ def event_source(*, ping_interval: float) -> EventSourceResponse:
     if "ping_interval" not in accepted:
         setattr(response, "ping_interval", ping_interval)  # noqa: B010 - a property on 2.2 only
     return response
+
+
+async def close_stream(chunks: AsyncIterator[Any]) -> None:
+    """Close a native chunk stream (cancelling its generation), whatever kind of iterator it is."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def open_stream(start: Awaitable[AsyncIterator[Any]]) -> tuple[AsyncIterator[Any], Any]:
+    """Start a native stream and pull its first chunk (None when it ended without one), so a
+    translated route can still answer a failure with its status; on failure close the stream
+    and re-raise."""
+    chunks = await start
+    try:
+        return chunks, await chunks.__anext__()
+    except StopAsyncIteration:
+        return chunks, None
+    except BaseException:
+        await close_stream(chunks)
+        raise

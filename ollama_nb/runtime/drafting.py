@@ -78,9 +78,10 @@ class PromptLookup:
         """Up to ``min(limit, current length)`` tokens that followed the last n-gram before."""
         if self.pause > 0:
             self.pause -= 1
-            if self._strong_match() is None:
+            strong = self._strong_match()
+            if strong is None:
                 return []
-            self._source = None  # a long match outweighs the pause: draft from it
+            self._source = strong  # a long match outweighs the pause: draft from it
         limit = min(limit, self.length)
         if limit <= 0:
             return []

@@ -64,16 +64,12 @@ class PromptCache:
         ``better_than`` tokens, with that length; it becomes the most recently used."""
         found: tuple[SavedState, int] | None = None
         for state in self._states.values():
-            common = common_prefix(list(state.tokens), prompt)
+            common = common_prefix(state.tokens, prompt)
             if common > better_than and (found is None or common > found[1]):
                 found = (state, common)
         if found is not None:
             self._states.move_to_end(found[0].tokens)
         return found
-
-    def clear(self) -> None:
-        self._states.clear()
-        self._bytes = 0
 
     def _drop(self, key: tuple[int, ...]) -> None:
         self._bytes -= len(self._states.pop(key).data)

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from .conftest import GEMMA, SMOLLM
-from .openai_fixtures import GREEDY, HELLO, sse_events
+from .openai_fixtures import ASK_WEATHER, GREEDY, HELLO, WEATHER, sse_events
 
 
 def post_raw(url: str, body: bytes | dict[str, Any]) -> tuple[int, str, bytes]:
@@ -253,59 +253,6 @@ def test_chat_logprobs(client):
 
 
 # ---- tools -----------------------------------------------------------------------------------
-
-TOOL_TEMPLATE = r"""{{- if or .System .Tools }}<|im_start|>system
-{{ if .System }}{{ .System }}{{ end }}
-{{- if .Tools }}
-
-You can call these functions. Their signatures are inside <tools></tools>:
-<tools>
-{{- range .Tools }}
-{{ json .Function }}
-{{- end }}
-</tools>
-
-To call a function, answer with <tool_call>{"name": <function-name>, "arguments": <args-json-object>}</tool_call>
-{{- end }}<|im_end|>
-{{ end }}
-{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if eq .Role "user" }}<|im_start|>user
-{{ .Content }}<|im_end|>
-{{ else if eq .Role "assistant" }}<|im_start|>assistant
-{{ if .Content }}{{ .Content }}{{ else if .ToolCalls }}{{ range .ToolCalls }}<tool_call>{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}</tool_call>{{ end }}{{ end }}
-{{- if not $last }}<|im_end|>
-{{ end }}
-{{- else if eq .Role "tool" }}<|im_start|>user
-<tool_response>
-{{ .Content }}
-</tool_response><|im_end|>
-{{ end }}
-{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant
-{{ end }}
-{{- end }}"""
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-ASK_WEATHER = [{"role": "user", "content": "What is the weather in London?"}]
-
-
-@pytest.fixture(scope="module")
-def tooly(manager: Any) -> str:
-    """smollm2 with a Hermes-style tool template and two example calls to imitate."""
-    modelfile = (
-        f'FROM {SMOLLM}\nTEMPLATE """{TOOL_TEMPLATE}"""\n'
-        "SYSTEM You are a helpful assistant that calls functions.\n"
-        "MESSAGE user What is the weather in Paris?\n"
-        'MESSAGE assistant <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n'
-        "MESSAGE user What is the weather in Rome?\n"
-        'MESSAGE assistant <tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>\n'
-    )
-    assert [p.status for p in manager.create("tooly", modelfile)][-1] == "success"
-    assert "tools" in manager.show("tooly").capabilities
-    return "tooly"
-
 
 def test_tool_calls(client, tooly):
     reply = client.chat.completions.create(model=tooly, messages=ASK_WEATHER, tools=[WEATHER],

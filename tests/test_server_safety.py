@@ -213,7 +213,7 @@ def test_a_bug_is_a_one_line_500_and_a_logged_traceback(caplog, tmp_path):
 def test_every_route_module_is_installed(empty_manager):
     app = make_app(empty_manager)
     paths = {r.resource.canonical for r in app.router.routes()}
-    assert {"/api/chat", "/v1/chat/completions", "/v1/messages", "/metrics", "/dashboard"} <= paths
+    assert {"/api/chat", "/v1/chat/completions", "/v1/messages", "/v1/responses", "/metrics", "/dashboard"} <= paths
 
 
 # ---- /v1: refusals at the door in OpenAI's error shape ----------------------------------------

@@ -92,10 +92,12 @@ __all__ = [
     "embedding_list",
     "error_body",
     "error_for",
+    "image_url_error",
     "model_card",
     "model_list",
     "new_id",
     "parse_body",
+    "think_from_effort",
 ]
 
 Shape = TypeVar("Shape", bound=OpenAIShape)
@@ -169,7 +171,9 @@ def _check_n(n: int | None) -> None:
         raise InvalidRequest(f"n={n} is not supported: this server returns one choice per request")
 
 
-def _image_error(url: Any) -> InvalidRequest:
+def image_url_error(url: Any) -> InvalidRequest:
+    """Why an ``image_url`` cannot be used: Ollama's text for a URL or bad data, else ours
+    (the runtime here is text-only)."""
     if not isinstance(url, str):
         return InvalidRequest("invalid message format")
     if url.startswith(("http://", "https://")):
@@ -197,7 +201,7 @@ def _text_of_parts(parts: list[Any]) -> str:
             texts.append(part["text"])
         elif kind == "image_url":
             image = part.get("image_url")
-            raise _image_error(image.get("url") if isinstance(image, dict) else image)
+            raise image_url_error(image.get("url") if isinstance(image, dict) else image)
         elif kind == "input_audio":
             raise InvalidRequest("audio input is not supported yet: this server runs text-only models")
         else:
@@ -275,7 +279,12 @@ def _format(req: ChatCompletionRequest) -> str | dict[str, Any] | None:
 
 
 def _think(req: ChatCompletionRequest) -> bool | str | None:
-    effort = req.reasoning.effort if req.reasoning is not None else req.reasoning_effort
+    return think_from_effort(req.reasoning.effort if req.reasoning is not None else req.reasoning_effort)
+
+
+def think_from_effort(effort: str | None) -> bool | str | None:
+    """Ollama's ``thinkFromReasoningEffort``, shared by chat completions and responses:
+    ``none`` turns thinking off, ``minimal`` is ``low``, ``xhigh``/``ultra`` are ``max``."""
     if not effort:
         return None
     if effort not in _EFFORTS:

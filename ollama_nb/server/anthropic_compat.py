@@ -9,7 +9,6 @@ after that point ends the stream with an ``error`` event in Anthropic's shape, w
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -26,7 +25,7 @@ from ..api.anthropic import (
     parse_body,
 )
 from .keys import MANAGER
-from .streaming import close_stream, event_source, open_stream
+from .streaming import following, open_stream, send_events
 
 __all__ = ["setup_anthropic"]
 
@@ -52,18 +51,14 @@ def _error(exc: BaseException) -> web.Response:
     return _json(body, status)
 
 
-async def _events(chunks: AsyncIterator[Any], first: Any, stream: MessagesStream) -> AsyncGenerator[tuple[str, str], None]:
+async def _events(chunks: AsyncIterator[Any], first: Any,
+                  stream: MessagesStream) -> AsyncGenerator[tuple[str | None, str], None]:
     """``(event, data)`` pairs for ``first`` and the rest of ``chunks``; a failure of generation
     ends them with an ``error`` event."""
     try:
-        item = first
-        while item is not None:
+        async for item in following(first, chunks):
             for name, data in stream.feed(item):
                 yield name, _dumps(data)
-            try:
-                item = await chunks.__anext__()
-            except StopAsyncIteration:
-                item = None
     except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
         _, body = error_for(exc)
         yield "error", _dumps(body)
@@ -82,16 +77,4 @@ async def messages(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # noqa: BLE001 - every failure is answered in Anthropic's shape
         return _error(exc)
     translator = MessagesStream(message_id, req.model, estimated_input_tokens(req))
-    response = event_source(ping_interval=_PING_S)
-    events = _events(chunks, first, translator)
-    try:
-        await response.prepare(request)
-        async with response:
-            async for name, data in events:
-                await response.send(data, event=name)
-    except (ConnectionResetError, asyncio.TimeoutError):
-        pass  # the client left; closing the iterator below cancels generation
-    finally:
-        await events.aclose()
-        await close_stream(chunks)
-    return response
+    return await send_events(request, chunks, _events(chunks, first, translator), ping_interval=_PING_S)

@@ -12,11 +12,14 @@ status code; an error after that point arrives as a final ``data: {"error": ...}
 the ``openai`` client raises). When the client goes away, closing the chunk iterator cancels
 generation. A stream that runs long carries ``: ping`` comments, which SSE clients (``openai``
 among them) skip.
+
+``/v1/responses`` streams *named* events (``event: response.output_text.delta``) with a
+``sequence_number`` each, as Ollama's Responses writer does; a failure mid-stream ends it with
+``response.failed``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -45,8 +48,10 @@ from ..api.openai_types import (
     EmbeddingRequest,
     OpenAIShape,
 )
+from ..api.responses import ResponsesStream, complete_response, new_ids, responses_request
+from ..api.responses import parse_body as parse_responses_body
 from .keys import MANAGER
-from .streaming import close_stream, event_source, open_stream
+from .streaming import following, open_stream, send_events
 
 __all__ = ["setup_openai"]
 
@@ -58,6 +63,7 @@ def setup_openai(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
 
@@ -71,6 +77,10 @@ def _json(shape: OpenAIShape, status: int = 200) -> web.Response:
     return web.Response(body=_text(shape).encode(), status=status, content_type="application/json")
 
 
+def _raw_json(value: Any) -> web.Response:
+    return web.Response(body=_line(value).encode(), content_type="application/json")
+
+
 def _error(exc: BaseException) -> web.Response:
     if isinstance(exc, web.HTTPException):
         raise exc  # aiohttp's own refusals (a body over the limit): the door answers them
@@ -78,30 +88,26 @@ def _error(exc: BaseException) -> web.Response:
     return _json(body, status)
 
 
+def _line(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 async def _events(
     chunks: AsyncIterator[Any],
     first: Any,
     translate: Callable[[Any], Sequence[OpenAIShape]],
-) -> AsyncGenerator[str, None]:
-    """The ``data`` of each event: ``first`` and the rest of ``chunks`` translated, then
-    ``[DONE]``; a failure of generation or translation ends it with an error event instead.
-
-    Kept apart from the writing so that an error here is reported in-band while an error
-    writing (the client gone) is not answered at all.
-    """
+) -> AsyncGenerator[tuple[str | None, str], None]:
+    """The unnamed events of a chat or completion stream: ``first`` and the rest of ``chunks``
+    translated, then ``[DONE]``; a failure of generation or translation ends it with an error
+    event instead (which the ``openai`` client raises)."""
     try:
-        item = first
-        while item is not None:
+        async for item in following(first, chunks):
             for event in translate(item):
-                yield _text(event)
-            try:
-                item = await chunks.__anext__()
-            except StopAsyncIteration:
-                item = None
-        yield "[DONE]"
+                yield None, _text(event)
+        yield None, "[DONE]"
     except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
         _, body = error_for(exc)
-        yield _text(body)
+        yield None, _text(body)
 
 
 async def _stream_sse(
@@ -110,20 +116,7 @@ async def _stream_sse(
     first: Any,
     translate: Callable[[Any], Sequence[OpenAIShape]],
 ) -> web.StreamResponse:
-    """Send ``first`` and the rest of ``chunks`` as SSE events, then ``[DONE]``."""
-    response = event_source(ping_interval=_PING_S)
-    events = _events(chunks, first, translate)
-    try:
-        await response.prepare(request)
-        async with response:  # on leaving: the pings stop
-            async for data in events:
-                await response.send(data)
-    except (ConnectionResetError, asyncio.TimeoutError):
-        pass  # the client left or stopped reading; closing the iterator below cancels generation
-    finally:
-        await events.aclose()
-        await close_stream(chunks)
-    return response
+    return await send_events(request, chunks, _events(chunks, first, translate), ping_interval=_PING_S)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -159,6 +152,36 @@ async def completions(request: web.Request) -> web.StreamResponse:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     translator = CompletionStream(reply_id, created, include_usage=include_usage, echo=echo)
     return await _stream_sse(request, chunks, first, translator.feed)
+
+
+async def _response_events(chunks: AsyncIterator[Any], first: Any,
+                           stream: ResponsesStream) -> AsyncGenerator[tuple[str | None, str], None]:
+    """The named events of a Responses stream; a failure of generation ends it with
+    ``response.failed`` carrying the error, as Ollama's Responses writer does."""
+    try:
+        async for item in following(first, chunks):
+            for name, data in stream.feed(item):
+                yield name, _line(data)
+    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
+        _, body = error_for(exc)
+        for name, data in stream.failed("api_error", body.error.message):
+            yield name, _line(data)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/responses`` (stateless: the conversation travels in ``input``)."""
+    manager = request.app[MANAGER]
+    try:
+        req = parse_responses_body(await request.read())
+        native = responses_request(req)
+        response_id, item_id = new_ids()
+        if not native.stream:
+            return _raw_json(complete_response(response_id, item_id, req, await manager.achat(native)))
+        chunks, first = await open_stream(manager.achat(native))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error(exc)
+    events = _response_events(chunks, first, ResponsesStream(response_id, item_id, req))
+    return await send_events(request, chunks, events, ping_interval=_PING_S)
 
 
 async def embeddings(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -229,3 +229,36 @@ async def open_stream(start: Awaitable[AsyncIterator[Any]]) -> tuple[AsyncIterat
     except BaseException:
         await close_stream(chunks)
         raise
+
+
+async def following(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``first`` (from :func:`open_stream`) and then the rest of ``chunks``."""
+    item = first
+    while item is not None:
+        yield item
+        try:
+            item = await chunks.__anext__()
+        except StopAsyncIteration:
+            item = None
+
+
+async def send_events(request: web.Request, chunks: AsyncIterator[Any],
+                      events: AsyncGenerator[tuple[str | None, str], None], *, ping_interval: float) -> web.StreamResponse:
+    """Send ``(event name or None, data)`` pairs as SSE, then close both iterators; closing the
+    native ``chunks`` cancels generation when the client left early.
+
+    A translated route builds ``events`` so that a failure of generation becomes its dialect's
+    last error event, while a failure to write (the client gone) is not answered at all.
+    """
+    response = event_source(ping_interval=ping_interval)
+    try:
+        await response.prepare(request)
+        async with response:  # on leaving: the pings stop
+            async for name, data in events:
+                await response.send(data, event=name)
+    except (ConnectionResetError, asyncio.TimeoutError):
+        pass  # the client left or stopped reading; closing the iterators below cancels generation
+    finally:
+        await events.aclose()
+        await close_stream(chunks)
+    return response

@@ -34,6 +34,7 @@ def write_tiny_gguf(
     general_type: str | None = "model",
     endian: object = None,
     extra: dict[str, object] | None = None,
+    tokens: list[str] = TOKENS,
 ) -> Path:
     """A tiny "llama": two tensors (16x8 f32, 8 f16) = 136 parameters, file type F16."""
     kwargs = {"endianess": endian} if endian is not None else {}
@@ -47,7 +48,7 @@ def write_tiny_gguf(
     w.add_block_count(1)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_chat_template(TEMPLATE)
-    w.add_token_list(TOKENS)
+    w.add_token_list(tokens)
     w.add_array("general.languages", ["en"])
     for key, value in (extra or {}).items():
         if isinstance(value, str):
@@ -186,6 +187,20 @@ def test_summary(tiny: Path) -> None:
         8,
     )
     assert not s.has_pooling_type
+
+
+@pytest.mark.parametrize(("vocab", "expected"), [
+    (["<fim_prefix>", "<fim_middle>", "<fim_suffix>"], True),
+    (["<|fim_prefix|>", "<|fim_suffix|>"], True),
+    (["<fim_prefix>", "<fim_middle>"], False),  # a pair is needed
+    (["a<fim_prefix>", "<fim_suffix>b"], False),  # whole tokens only, not substrings
+])
+def test_fim_vocabulary_is_found_in_the_summary(tmp_path: Path, vocab: list[str], expected: bool) -> None:
+    path = write_tiny_gguf(tmp_path / "fim.gguf", tokens=[*TOKENS, *vocab, "tail"])
+    assert read_gguf_summary(path).has_fim_tokens is expected
+    stated = write_tiny_gguf(tmp_path / "ids.gguf", extra={"tokenizer.ggml.fim_pre_token_id": 3})
+    assert read_gguf_summary(stated).has_fim_tokens  # the ids say it without any token names
+    assert read_gguf_summary(path).chat_template == TEMPLATE
 
 
 def test_adapter_and_pooling(tmp_path: Path) -> None:

@@ -97,6 +97,19 @@ def test_embed_and_legacy_embeddings(client):
     assert client.embeddings(model=SMOLLM, prompt="").embedding == []
 
 
+def test_tags_give_each_model_the_capabilities_show_gives(live, client):
+    template = "{{ if .Tools }}{{ json .Tools }}{{ end }}{{ .Prompt }}{{ if .Suffix }}{{ .Suffix }}{{ end }}"
+    assert client.create(model="tags-caps", from_=SMOLLM, template=template).status == "success"
+    try:
+        models = {m["model"]: m for m in http(live.url, "GET", "/api/tags").json()["models"]}
+        assert models["tags-caps:latest"]["capabilities"] == ["completion", "tools", "insert"]
+        assert models[SMOLLM]["capabilities"] == ["completion"]
+        for name, entry in models.items():
+            assert entry["capabilities"] == client.show(name).capabilities
+    finally:
+        client.delete("tags-caps")
+
+
 def test_list_show_and_ps(client):
     client.generate(model=SMOLLM, prompt="", keep_alive="5m")  # load only
     names = {m.model for m in client.list().models}

@@ -168,7 +168,8 @@ def test_lists_an_ollama_store(ollama_dir: OllamaDir, store: Store) -> None:
     }
     assert entries[0].details.parent_model == "tiny"
     d = tiny.to_dict()
-    assert list(d) == ["name", "model", "modified_at", "size", "digest", "details"]
+    assert list(d) == ["name", "model", "modified_at", "size", "digest", "details", "capabilities"]
+    assert d["capabilities"] == ["completion"]  # its Go template uses neither .Tools nor .Suffix
     assert d["modified_at"].startswith(time.strftime("%Y-%m-%dT", time.localtime(1_700_000_000)))
 
 

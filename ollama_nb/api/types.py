@@ -309,6 +309,7 @@ class ListModel(ApiModel):
     size: int
     digest: str
     details: ModelDetails = Field(default_factory=ModelDetails)
+    capabilities: list[str] | None = None
 
 
 class ListResponse(ApiModel):

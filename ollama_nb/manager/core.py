@@ -117,6 +117,7 @@ class ModelManager:
                     size=e.size,
                     digest=e.digest,
                     details=e.details,
+                    capabilities=e.capabilities or None,
                 )
                 for e in self.store.list_models()
             ]

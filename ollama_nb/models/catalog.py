@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -18,10 +17,9 @@ from ..api.types import ModelDetails
 from ..base.errors import ModelNotFound, UnsupportedCapability
 from ..base.refs import ModelRef
 from . import manifest as mf
-from .gguf_meta import GGUFInfo, read_gguf_info
+from .capabilities import model_capabilities
+from .gguf_meta import GGUFInfo, read_gguf_info, read_gguf_summary
 from .store import Store
-
-_FIM_TOKEN_PAIRS = (("<fim_prefix>", "<fim_suffix>"), ("<|fim_prefix|>", "<|fim_suffix|>"))
 
 
 @dataclass
@@ -70,34 +68,9 @@ class ModelSpec:
 
     @cached_property
     def capabilities(self) -> list[str]:
-        info = self.gguf
-        caps: list[str] = []
-        is_embedding = bool(info and f"{info.architecture}.pooling_type" in info.kv)
-        if is_embedding:
-            caps.append("embedding")
-        else:
-            caps.append("completion")
-        tmpl = self.template or self.chat_template or ""
-        if re.search(r"\.Tools\b", tmpl) or (not self.template and "tools" in tmpl):
-            caps.append("tools")
-        if ".Suffix" in tmpl or (not self.template and self.has_fim_tokens):
-            caps.append("insert")
-        if self.projector:
-            caps.append("vision")
-        if "<think>" in tmpl or "enable_thinking" in tmpl or ".Think" in tmpl:
-            caps.append("thinking")
-        return caps
-
-    @cached_property
-    def has_fim_tokens(self) -> bool:
-        if not self.model_path:
-            return False
-        full = read_gguf_info(self.model_path, max_array=None)
-        if "tokenizer.ggml.fim_pre_token_id" in full.kv:
-            return True
-        tokens = full.kv.get("tokenizer.ggml.tokens") or []
-        vocab = set(tokens) if isinstance(tokens, list) else set()
-        return any(a in vocab and b in vocab for a, b in _FIM_TOKEN_PAIRS)
+        summary = read_gguf_summary(self.model_path) if self.model_path else None
+        declared = self.config.capabilities if self.config else ()
+        return model_capabilities(summary, self.template, has_projector=bool(self.projector), declared=declared)
 
     def require(self, capability: str, *, quoted: bool = True) -> None:
         """Ollama's 400 for a missing capability (``"x" does not support chat``)."""

@@ -181,6 +181,9 @@ class GGUFSummary:
     context_length: int | None
     embedding_length: int | None
     has_pooling_type: bool  # an embedding model (Ollama's test for the "embedding" capability)
+    chat_template: str | None = None
+    has_fim_tokens: bool = False  # fill-in-the-middle tokens: the "insert" capability
+    has_vision_tower: bool = False  # ``<arch>.vision.block_count``: the projector is built in
 
 
 def is_gguf(path: str | os.PathLike[str]) -> bool:
@@ -315,6 +318,26 @@ def _read(path: str | os.PathLike[str], max_array: int | None, *, summary: bool)
         raise CorruptModel(p, exc.strerror or str(exc)) from None
 
 
+#: Token pairs that mark a fill-in-the-middle vocabulary when the GGUF names no FIM token ids.
+FIM_TOKEN_PAIRS = (("<fim_prefix>", "<fim_suffix>"), ("<|fim_prefix|>", "<|fim_suffix|>"))
+
+
+def _has_fim_pair(h: _Header, buf: mmap.mmap, span: tuple[int, int]) -> bool:
+    """Whether the vocabulary holds a FIM pair, found in the raw bytes without decoding 50k
+    strings: each token is stored as its length then its bytes, so a length-prefixed search
+    matches whole tokens only."""
+    start, end = span
+    if start == end:
+        return False
+
+    def stored(token: str) -> bytes:
+        data = token.encode()
+        return struct.pack(h.endian + h.len_code, len(data)) + data
+
+    return any(buf.find(stored(a), start, end) >= 0 and buf.find(stored(b), start, end) >= 0
+               for a, b in FIM_TOKEN_PAIRS)
+
+
 def _parse(path: str, buf: mmap.mmap, max_array: int | None, summary: bool) -> Any:
     (version,) = struct.unpack_from("<I", buf, 4)
     endian = "<"
@@ -327,13 +350,21 @@ def _parse(path: str, buf: mmap.mmap, max_array: int | None, summary: bool) -> A
     n_tensors, n_kv = h.unpack(h.len_code), h.unpack(h.len_code)
 
     kv: dict[str, Any] = {}
+    tokens = (0, 0)  # where the vocabulary's strings lie, for the FIM test of a summary
     for _ in range(n_kv):
         key = h.string()
+        start = h.pos
         kv[key] = h.value(h.unpack("I"), max_array)
+        if key == "tokenizer.ggml.tokens":
+            tokens = (start, h.pos)
     if summary:
         arch = kv.get("general.architecture")
         arch = arch if isinstance(arch, str) else "unknown"
+        template = kv.get("tokenizer.chat_template")
         return GGUFSummary(
+            chat_template=template if isinstance(template, str) else None,
+            has_fim_tokens="tokenizer.ggml.fim_pre_token_id" in kv or _has_fim_pair(h, buf, tokens),
+            has_vision_tower=f"{arch}.vision.block_count" in kv,
             architecture=arch,
             file_type=_file_type(kv),
             general_type=_general_type(kv),

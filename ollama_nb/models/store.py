@@ -43,8 +43,16 @@ from .blobs import (
     _storage_error,
     _unlink_quietly,
 )
+from .capabilities import model_capabilities
 from .gguf_meta import GGUFSummary, read_gguf_summary
-from .manifest import InvalidManifest, Layer, Manifest, ModelConfig
+from .manifest import (
+    MEDIA_TYPE_PROJECTOR,
+    TEMPLATE_MEDIA_TYPES,
+    InvalidManifest,
+    Layer,
+    Manifest,
+    ModelConfig,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -75,10 +83,12 @@ class ModelEntry:
     digest: str
     details: ModelDetails
     ref: ModelRef = field(compare=False)
+    capabilities: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("name", "model", "modified_at", "size", "digest")}
-        return {**d, "modified_at": self.modified_at.isoformat(), "details": self.details.to_dict()}
+        return {**d, "modified_at": self.modified_at.isoformat(), "details": self.details.to_dict(),
+                "capabilities": list(self.capabilities)}
 
 
 class Store(BlobStore):
@@ -312,6 +322,7 @@ class Store(BlobStore):
                     digest=m.digest,
                     details=self.details(m, cfg),
                     ref=ref,
+                    capabilities=self.capabilities(m, cfg),
                 )
             )
         entries.sort(key=lambda e: (-int(e.modified_at.timestamp()), e.name))
@@ -340,6 +351,16 @@ class Store(BlobStore):
             context_length=ctx,
             embedding_length=emb,
         )
+
+    def capabilities(self, manifest: Manifest, cfg: ModelConfig) -> list[str]:
+        """The model's capabilities from its header, template layer and config (the rule is
+        :func:`~ollama_nb.models.capabilities.model_capabilities`, the same one ``show`` uses)."""
+        layer = manifest.model_layer
+        summary = self._gguf_summary(layer.digest) if layer is not None else None
+        template = next((self.read_layer_text(t) for t in manifest.layers if t.mediaType in TEMPLATE_MEDIA_TYPES),
+                        None)
+        has_projector = any(t.mediaType == MEDIA_TYPE_PROJECTOR for t in manifest.layers)
+        return model_capabilities(summary, template, has_projector=has_projector, declared=cfg.capabilities)
 
     def _gguf_summary(self, digest: str) -> GGUFSummary | None:
         if digest not in _SUMMARY_CACHE:

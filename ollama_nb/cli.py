@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="Use an insecure registry")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("push", help="Push a model to a registry (not supported)")
+    p = sub.add_parser("push", help="Push a model to a registry")
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="Use an insecure registry")
     p.set_defaults(func=cmd_push)

@@ -239,6 +239,10 @@ class Client:
         body = {"model": name, "insecure": insecure, "stream": True}
         return _typed(self._stream("/api/pull", body, model=name), ProgressResponse)
 
+    def push(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        body = {"model": name, "insecure": insecure, "stream": True}
+        return _typed(self._stream("/api/push", body, model=name), ProgressResponse)
+
     def copy(self, source: str, destination: str) -> None:
         self._call("POST", "/api/copy", {"source": source, "destination": destination}, model=source)
 

@@ -86,6 +86,9 @@ class Faults:
     manifest_body: bytes | None = None  # served instead of the real manifest
     manifest_padding: int = 0  # serve the manifest with this many spaces appended
     hf_cdn: bool = True  # HF resolve of an LFS file redirects to the CDN route (as the Hub does)
+    push_token: str | None = None  # pushes (and HEADs) need "Authorization: Bearer <token>"
+    drop_patches: int = 0  # this many PATCHes (the next ones) take half the part, then drop
+    upload_elsewhere: str | None = None  # POST uploads/ answers with a Location on this host
 
 
 @dataclass
@@ -117,6 +120,8 @@ class RegistryFixture:
         self.inflight = 0
         self.max_inflight = 0
         self._truncated: set[str] = set()
+        self._uploads: dict[str, bytearray] = {}  # open upload sessions, by id
+        self.repo_blobs: dict[tuple[str, str], set[str]] = {}  # what HEAD finds, per repository
         self._stopping = False
         self.port = 0
 
@@ -141,6 +146,7 @@ class RegistryFixture:
         }
         raw = json.dumps(manifest, separators=(",", ":")).encode()
         self.manifests[(ns, model, tag)] = raw
+        self.repo_blobs.setdefault((ns, model), set()).update(b.digest for _m, b in [*layers, ("", config)])
         return raw
 
     def add_raw_manifest(self, name: str, raw: bytes, blobs: list[Blob], tag: str = "latest") -> None:
@@ -148,6 +154,7 @@ class RegistryFixture:
         for blob in blobs:
             self.add_blob(blob)
         self.manifests[(ns, model, tag)] = raw
+        self.repo_blobs.setdefault((ns, model), set()).update(b.digest for b in blobs)
 
     def add_store_model(self, store_root: Path, source: str, name: str, tag: str = "latest") -> bytes:
         """Serve a model of a local store (e.g. the bundled smollm2) under a new name; the blob
@@ -191,9 +198,13 @@ class RegistryFixture:
         return self
 
     async def _start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=1 << 30)  # pushes PATCH parts of up to 64 MiB
         r = app.router
         r.add_get("/v2/{ns}/{model}/manifests/{tag}", self._manifest)
+        r.add_put("/v2/{ns}/{model}/manifests/{tag}", self._put_manifest)
+        r.add_post("/v2/{ns}/{model}/blobs/uploads/", self._start_upload)
+        r.add_patch("/v2/{ns}/{model}/blobs/uploads/{id}", self._patch_upload)
+        r.add_put("/v2/{ns}/{model}/blobs/uploads/{id}", self._finish_upload)
         r.add_route("*", "/v2/{ns}/{model}/blobs/{digest}", self._registry_blob)
         r.add_route("*", "/cdn/{digest}", self._cdn_blob)
         r.add_get("/api/models/{ns}/{repo}", self._hf_info)
@@ -253,9 +264,97 @@ class RegistryFixture:
             return resp
         return web.Response(body=raw, headers={"Content-Type": MANIFEST_TYPE})
 
+    # -- pushes: the Docker registry v2 upload protocol -------------------------------------------
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        token = self.faults.push_token
+        if token is None or request.headers.get("Authorization") == f"Bearer {token}":
+            return None
+        return web.json_response(
+            {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}, status=401,
+            headers={"WWW-Authenticate": f'Bearer realm="{self.url}/token",service="fixture"'})
+
+    def uploads_in_progress(self) -> int:
+        return len(self._uploads)
+
+    async def _start_upload(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        upload = os.urandom(8).hex()
+        self._uploads[upload] = bytearray()
+        where = f"/v2/{request.match_info['ns']}/{request.match_info['model']}/blobs/uploads/{upload}"
+        if self.faults.upload_elsewhere:
+            where = f"http://{self.faults.upload_elsewhere}{where}"
+        return web.Response(status=202, headers={"Location": where, "Docker-Upload-UUID": upload,
+                                                  "Range": "0-0"})
+
+    async def _patch_upload(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        data = self._uploads.get(request.match_info["id"])
+        if data is None:
+            return web.json_response({"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]}, status=404)
+        first, _, _last = request.headers.get("Content-Range", "").partition("-")
+        if not first.isdigit() or int(first) != len(data):
+            return web.Response(status=416, headers={"Range": f"0-{len(data) - 1}"})
+        body = await request.read()
+        if self.faults.drop_patches > 0:
+            self.faults.drop_patches -= 1
+            data += body[: len(body) // 2]  # half arrived, then the line went down
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=202)
+        data += body
+        return web.Response(status=202, headers={"Location": str(request.rel_url), "Range": f"0-{len(data) - 1}",
+                                                  "Docker-Upload-UUID": request.match_info["id"]})
+
+    async def _finish_upload(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        data = self._uploads.pop(request.match_info["id"], None)
+        if data is None:
+            return web.json_response({"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]}, status=404)
+        data += await request.read()
+        digest = request.query.get("digest", "")
+        if digest != "sha256:" + hashlib.sha256(data).hexdigest():
+            return web.json_response({"errors": [{"code": "DIGEST_INVALID", "message": "digest did not match"}]},
+                                     status=400)
+        self.add_blob(Blob(data=bytes(data), digest=digest))
+        self.repo_blobs.setdefault((request.match_info["ns"], request.match_info["model"]), set()).add(digest)
+        return web.Response(status=201, headers={"Docker-Content-Digest": digest, "Location":
+                                                  f"/v2/{request.match_info['ns']}/{request.match_info['model']}"
+                                                  f"/blobs/{digest}"})
+
+    async def _put_manifest(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        raw = await request.read()
+        try:
+            manifest = json.loads(raw)
+            digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"errors": [{"code": "MANIFEST_INVALID"}]}, status=400)
+        unknown = [d for d in digests if d not in self.blobs]
+        if unknown:
+            return web.json_response({"errors": [{"code": "MANIFEST_BLOB_UNKNOWN", "message": unknown[0]}]},
+                                     status=400)
+        key = (request.match_info["ns"], request.match_info["model"], request.match_info["tag"])
+        self.manifests[key] = raw
+        return web.Response(status=201, headers={"Docker-Content-Digest": "sha256:" + hashlib.sha256(raw).hexdigest()})
+
     async def _registry_blob(self, request: web.Request) -> web.StreamResponse:
         self._seen(request)
         digest = request.match_info["digest"]
+        if request.method == "HEAD":  # a push asking what this repository already holds
+            if (refused := self._refused(request)) is not None:
+                return refused
+            repo = (request.match_info["ns"], request.match_info["model"])
+            if digest not in self.repo_blobs.get(repo, set()):
+                return web.Response(status=404)
         blob = self.blobs.get(digest)
         f = self.faults
         if f.redirect_loop:

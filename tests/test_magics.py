@@ -16,6 +16,7 @@ from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 
 from .conftest import GEMMA, SMOLLM
+from .registry_fixture import RegistryFixture
 
 
 def opts(**options: Any) -> str:
@@ -329,7 +330,10 @@ def test_model_that_fails_to_load(shell: Any, magics: Any, tmp_path: Path, capsy
         broken.close()
 
 
-def test_store_subcommands(shell: Any, magics: Any, tmp_path: Path, capsys: Any) -> None:
+def test_store_subcommands(shell: Any, magics: Any, tmp_path: Path, capsys: Any,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)  # the push below goes to a registry on 127.0.0.1
     from ollama_nb.manager.core import ModelManager
     from ollama_nb.models.store import Store
 
@@ -339,6 +343,20 @@ def test_store_subcommands(shell: Any, magics: Any, tmp_path: Path, capsys: Any)
         shell.run_line_magic("ollama", f"pull {SMOLLM}")
         assert "success" in capsys.readouterr().out
         shell.run_line_magic("ollama", f"cp {SMOLLM} mine")
+        registry = RegistryFixture().start()
+        try:
+            pushed = f"{registry.host}/me/mine:v1"
+            shell.run_line_magic("ollama", f"cp mine {pushed}")
+            capsys.readouterr()
+            shell.run_line_magic("ollama", f"push {pushed} --insecure")
+            assert capsys.readouterr().out.splitlines()[-1] == "success"
+            assert ("me", "mine", "v1") in registry.manifests
+            shell.run_line_magic("ollama", "push mine")
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "needs your ollama.com key" in err
+            shell.run_line_magic("ollama", f"rm {pushed}")
+        finally:
+            registry.stop()
         shell.run_cell_magic("ollama", "create terse", f"FROM {SMOLLM}\nSYSTEM You are terse.\n"
                                                        "PARAMETER temperature 0\n")
         assert set(shell.run_line_magic("ollama", "list")["name"]) == {SMOLLM, "mine:latest", "terse:latest"}

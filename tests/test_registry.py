@@ -18,9 +18,10 @@ import pytest
 
 from ollama_nb.api.types import ProgressResponse
 from ollama_nb.base.errors import (
-    NotSupported,
+    ModelNotFound,
     PullDigestMismatch,
     RegistryError,
+    RegistryUnauthorized,
     RegistryUnreachable,
 )
 from ollama_nb.models.store import Store
@@ -537,16 +538,123 @@ def test_cli_pull_error_is_one_line(tmp_path):
     assert len(errors) == 1 and "connection refused" in errors[0] and "HTTPS_PROXY" in errors[0]
 
 
-def test_push_is_not_supported(tmp_path):
-    with pytest.raises(NotSupported) as err:
-        push_model(Store(), "me/model:v1")  # raises on the call, before any iteration
-    assert err.value.status == 501 and "push is not supported" in str(err.value)
+# -- push ----------------------------------------------------------------------------------------
 
-    from ollama_nb.manager.core import ModelManager
 
-    with pytest.raises(NotSupported):
-        ModelManager(Store()).push("me/model:v1", insecure=True)
+@pytest.fixture
+def local(registry: RegistryFixture, synth: tuple[str, bytes, Blob], monkeypatch: pytest.MonkeyPatch
+          ) -> tuple[Store, str, bytes]:
+    """A store holding the synthetic model under a name on the registry's host (not yet there),
+    with pushes cut into 1 MiB parts so each blob takes several PATCHes."""
+    from ollama_nb.registry import push
+
+    monkeypatch.setattr(push, "PART_SIZE", MiB)
+    name, raw, _model = synth
+    store = Store()
+    pull(name, store=store)
+    target = f"{registry.host}/me/pushed:v1"
+    store.copy(name, target)
+    registry.reset_counters()
+    return store, target, raw
+
+
+def push(store: Store, name: str) -> list[ProgressResponse]:
+    return list(push_model(store, name, insecure=True))
+
+
+def test_push_sends_each_blob_then_the_manifest_and_pulls_back_byte_for_byte(registry, local):
+    store, name, raw = local
+    events = push(store, name)
+    manifest = json.loads(raw)
+    order = [layer["digest"] for layer in manifest["layers"]] + [manifest["config"]["digest"]]
+    assert collapse(events) == (["retrieving manifest"] + [f"pushing {d[7:19]}" for d in order]
+                                + ["pushing manifest", "success"])
+    for digest in order:
+        done = [ev.completed for ev in events if ev.digest == digest]
+        assert done == sorted(done) and done[-1] == store.verify_blob(digest)
+    assert registry.manifests[("me", "pushed", "v1")] == raw  # the store's bytes, not re-encoded
+    # the protocol: HEAD, POST an upload, PATCH its parts with their ranges, PUT with the digest
+    model = manifest["layers"][0]
+    calls = [(r.method, r.path.rsplit("/", 2)[-2]) for r in registry.requests]
+    assert calls[:2] == [("HEAD", "blobs"), ("POST", "uploads")]
+    assert calls.count(("PATCH", "uploads")) >= model["size"] // MiB  # several parts for the model
+    assert registry.requests[-1].method == "PUT" and registry.requests[-1].path == "/v2/me/pushed/manifests/v1"
+    assert registry.uploads_in_progress() == 0
+
+    back = Store(store.root.parent / "pulled-back")
+    pull(name, store=back)
+    assert back.read_manifest(name).to_bytes() == raw
+    for digest in order:
+        assert back.blob_path(digest).read_bytes() == store.blob_path(digest).read_bytes()
+
+
+def test_blobs_the_registry_has_are_not_sent_again(registry, local):
+    store, name, _raw = local
+    push(store, name)
+    registry.reset_counters()
+    again = push(store, name)
+    assert {r.method for r in registry.requests} == {"HEAD", "PUT"}  # no upload at all
+    assert all(ev.completed == ev.total for ev in again if ev.digest)
+    assert again[-1].status == "success"
+
+
+def test_an_interrupted_push_leaves_no_manifest_and_the_next_one_completes(registry, local):
+    store, name, raw = local
+    registry.faults.drop_patches = 1
+    with pytest.raises(RegistryError) as err:
+        push(store, name)
+    assert err.value.message.startswith("push model: ")
+    assert ("me", "pushed", "v1") not in registry.manifests  # no half model to pull
+    model = json.loads(raw)["layers"][0]["digest"]
+    assert model not in registry.repo_blobs.get(("me", "pushed"), set())  # the cut blob was not kept
+    assert push(store, name)[-1].status == "success"  # a fresh upload session, cleanly
+    assert registry.manifests[("me", "pushed", "v1")] == raw
+    assert model in registry.repo_blobs[("me", "pushed")]
+
+
+def test_a_registry_that_wants_credentials_gets_them_from_the_environment(registry, local, monkeypatch):
+    store, name, raw = local
+    registry.faults.push_token = "s3cret"
+    with pytest.raises(RegistryUnauthorized) as err:
+        push(store, name)
+    assert err.value.message == "push model: 401: unauthorized"  # a HEAD answer has no body to quote
+    assert "no credentials were sent" in err.value.hint and "OLLAMA_NB_REGISTRY_TOKEN" in err.value.hint
+    monkeypatch.setenv("OLLAMA_NB_REGISTRY_TOKEN", "wrong")
+    with pytest.raises(RegistryUnauthorized, match="401") as err:
+        push(store, name)
+    assert "refused" in err.value.hint
+    monkeypatch.setenv("OLLAMA_NB_REGISTRY_TOKEN", "s3cret")
+    assert push(store, name)[-1].status == "success"
+    assert registry.manifests[("me", "pushed", "v1")] == raw
+
+
+def test_a_push_never_leaves_the_host_the_name_names(registry, local):
+    store, name, _raw = local
+    registry.faults.upload_elsewhere = f"localhost:{registry.port}"
+    with pytest.raises(RegistryError, match="asked to upload to localhost"):
+        push(store, name)
+    assert all(r.host == registry.host for r in registry.requests)
+
+
+def test_the_ollama_library_and_unknown_models_are_refused_before_any_request(tmp_path):
+    store = Store()
+    with pytest.raises(ModelNotFound):
+        push_model(store, "127.0.0.1:9/me/nothing:v1", insecure=True).__next__()
+    with pytest.raises(RegistryUnauthorized, match="needs your ollama.com key") as err:
+        next(push_model(store, "me/model:v1"))
+    assert "ollama-nb cp" in err.value.hint
     done = subprocess.run([sys.executable, "-m", "ollama_nb.cli", "push", "x"], check=False, capture_output=True,
                           text=True, timeout=120, env=clean_env({"OLLAMA_MODELS": str(tmp_path / "m")}))
     assert done.returncode == 1
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: push is not supported")
+    assert done.stderr.count("\n") == 1 and "needs your ollama.com key" in done.stderr
+
+
+def test_cli_push_shows_progress_and_exits_0(registry, local):
+    store, name, raw = local
+    env = clean_env({"OLLAMA_MODELS": str(store.root)})
+    done = subprocess.run([sys.executable, "-m", "ollama_nb.cli", "push", "--insecure", name],
+                          check=False, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[0] == "retrieving manifest" and lines[-1] == "success" and "pushing manifest" in lines
+    assert registry.manifests[("me", "pushed", "v1")] == raw

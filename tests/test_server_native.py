@@ -14,6 +14,7 @@ import ollama
 import pytest
 
 from .conftest import GEMMA, SMOLLM, model_file
+from .registry_fixture import RegistryFixture
 from .server_fixtures import FAST, http, live_server, ollama_client  # noqa: F401  (fixtures)
 
 TIMINGS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
@@ -332,10 +333,24 @@ def test_pull_bundled_model_offline(client):
     assert client.pull(SMOLLM).status == "success"  # non-streamed: the last status only
 
 
-def test_push_is_not_supported(client):
+def test_push_through_the_api_to_a_registry_and_the_library_refused(client, monkeypatch):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)  # a proxy would capture 127.0.0.1 (the server is in-process)
     with pytest.raises(ollama.ResponseError) as err:
-        client.push(SMOLLM)
-    assert err.value.status_code == 501 and "not supported" in err.value.error
+        client.push(SMOLLM)  # registry.ollama.ai: never without the user's ollama.com key
+    assert "needs your ollama.com key" in err.value.error
+    registry = RegistryFixture().start()
+    try:
+        name = f"{registry.host}/me/smol:v1"
+        client.copy(SMOLLM, name)
+        events = list(client.push(name, insecure=True, stream=True))
+        assert events[0].status == "retrieving manifest" and events[-1].status == "success"
+        assert any(e.status.startswith("pushing ") and e.digest and e.completed == e.total for e in events)
+        manifest = registry.manifests[("me", "smol", "v1")]
+        assert {layer["digest"] for layer in json.loads(manifest)["layers"]} <= registry.repo_blobs[("me", "smol")]
+    finally:
+        client.delete(name)
+        registry.stop()
 
 
 def test_create_from_a_model_with_layers(client, live):

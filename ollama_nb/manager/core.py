@@ -168,7 +168,7 @@ class ModelManager:
         yield from pull_model(self.store, name, insecure=insecure)
 
     def push(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
-        """``ollama push``: not supported; raises NotSupported (501) when called."""
+        """``ollama push`` to the registry named in ``name`` (see :mod:`ollama_nb.registry.push`)."""
 
         return push_model(self.store, name, insecure=insecure)
 

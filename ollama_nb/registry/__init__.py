@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 from ..api.types import ProgressResponse
-from ..base.errors import NotSupported
 from ..base.refs import ModelRef
 from ..models.store import Store
 from .bundled import find_bundled, pull_bundled
@@ -53,14 +52,10 @@ async def apull_model(
 
 
 def push_model(store: Store, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
-    """``ollama push`` is not implemented (it needs an ollama.com account key to sign uploads).
+    """Progress events of ``ollama push`` to the registry the name names (``host[:port]/ns/model``),
+    over https (http with ``insecure=True``), ending with ``success``. The Ollama library is
+    refused (it needs the user's ollama.com key); what can be refused without the network is
+    raised before the first event."""
+    from .push import push_registry
 
-    Raises :class:`NotSupported` (501) as soon as it is called, not on first iteration, so a
-    server answers with a status code before it starts streaming.
-    """
-    ref = ModelRef.parse(name)
-    raise NotSupported(
-        f"push is not supported by ollama_nb: cannot push {ref.display}",
-        hint="push with the real Ollama, which reads this same model directory: "
-        f"`ollama push {ref.display}`",
-    )
+    return push_registry(store, ModelRef.parse(name), insecure=insecure)

@@ -37,7 +37,7 @@ from ..models.manifest import MEDIA_TYPE_MANIFEST, InvalidManifest, Manifest
 from ..models.store import Store
 from . import net
 from .aio import Emit, run_with_progress
-from .settings import PullSettings
+from .settings import CREDENTIALS_HINT, PullSettings, registry_auth_headers
 from .transfer import BlobSource, commit_blobs, fetch_blob
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ async def pull_registry_async(
     layers = {layer.digest: layer for layer in manifest.all_layers()}  # layers, then config
     downloaded: list[str] = []
     for digest, layer in layers.items():
-        source = BlobSource(url=str(base / "v2" / ref.namespace / ref.model / "blobs" / digest))
+        source = BlobSource(url=str(base / "v2" / ref.namespace / ref.model / "blobs" / digest),
+                            headers=registry_auth_headers())
         if await fetch_blob(store, digest, layer.size, source, emit, settings):
             downloaded.append(digest)
 
@@ -104,7 +105,7 @@ async def fetch_manifest(base: URL, ref: ModelRef, settings: PullSettings) -> tu
     change in a second); 5xx answers are retried with back-off.
     """
     url = base / "v2" / ref.namespace / ref.model / "manifests" / ref.tag
-    headers = {"Accept": MEDIA_TYPE_MANIFEST}
+    headers = {"Accept": MEDIA_TYPE_MANIFEST, **registry_auth_headers()}
     attempt = 0
     async with net.new_session(settings) as session:
         while True:
@@ -159,16 +160,16 @@ async def _manifest_error(resp: aiohttp.ClientResponse, ref: ModelRef) -> Regist
             "pull model manifest: file does not exist",
             hint=f"{ref.display} is not in the registry; check the name and tag at {where}",
         )
-    detail = await _error_detail(resp)
+    detail = await error_detail(resp)
     if resp.status in (401, 403):
         return RegistryUnauthorized(
             f"pull model manifest: {resp.status}: {detail or 'unauthorized: access denied'}",
-            hint="this registry needs credentials, which ollama_nb cannot send yet",
+            hint=CREDENTIALS_HINT,
         )
     return RegistryError(f"pull model manifest: {resp.status}: {detail or resp.reason or 'error'}")
 
 
-async def _error_detail(resp: aiohttp.ClientResponse) -> str:
+async def error_detail(resp: aiohttp.ClientResponse) -> str:
     """A registry's error text: ``errors[0].message`` of a Docker-style body, else the first
     line of the body, short (a hostile or confused server must not fill the terminal)."""
     try:

@@ -13,10 +13,15 @@ variable                           meaning                                      
 ``OLLAMA_NB_PULL_STALL_TIMEOUT``   seconds without a byte before a part is retried    30
 ``OLLAMA_NB_PULL_BACKOFF``         first retry delay in seconds (doubles, max 30 s)   1
 =================================  ================================================  ==========
+
+Credentials for a registry of your own (pull and push send them to the model's host only,
+never on a redirect to another host): ``OLLAMA_NB_REGISTRY_TOKEN`` (sent as a bearer token), or
+``OLLAMA_NB_REGISTRY_USER`` with ``OLLAMA_NB_REGISTRY_PASSWORD`` (HTTP basic).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 
@@ -75,3 +80,21 @@ class PullSettings:
         """Delay before retry ``attempt`` (1-based): 1 s, 2 s, 4 s ... capped, as Ollama's
         per-part retry does."""
         return min(self.backoff_seconds * (2 ** (attempt - 1)), self.max_backoff_seconds)
+
+
+#: What a 401 from a registry tells the user to set.
+CREDENTIALS_HINT = ("set OLLAMA_NB_REGISTRY_TOKEN (a bearer token), or OLLAMA_NB_REGISTRY_USER and "
+                    "OLLAMA_NB_REGISTRY_PASSWORD, to the registry's credentials")
+
+
+def registry_auth_headers() -> dict[str, str]:
+    """The ``Authorization`` header for the user's own registry, from the environment (read
+    on every call, so a notebook can set it and retry)."""
+    token = os.environ.get("OLLAMA_NB_REGISTRY_TOKEN", "").strip()
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user = os.environ.get("OLLAMA_NB_REGISTRY_USER", "")
+    if user:
+        secret = f"{user}:{os.environ.get('OLLAMA_NB_REGISTRY_PASSWORD', '')}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(secret).decode()}
+    return {}

@@ -59,6 +59,10 @@ def cmd_pull(m: OllamaMagics, args: Any, cell: str | None) -> None:
     show_progress(m.backend.pull(args.model, insecure=args.insecure), f"pull of {args.model}")
 
 
+def cmd_push(m: OllamaMagics, args: Any, cell: str | None) -> None:
+    show_progress(m.backend.push(args.model, insecure=args.insecure), f"push of {args.model}")
+
+
 def cmd_list(m: OllamaMagics, args: Any, cell: str | None) -> Any:
     return models_table(m.backend.list())
 
@@ -234,6 +238,7 @@ def cmd_help(m: OllamaMagics, args: Any, cell: str | None) -> None:
 
 COMMANDS: dict[str, Callable[[Any, Any, str | None], Any]] = {
     "pull": cmd_pull,
+    "push": cmd_push,
     "list": cmd_list,
     "ls": cmd_list,
     "ps": cmd_ps,

@@ -124,6 +124,10 @@ def ollama_parser() -> Parser:
     s.add_argument("model")
     s.add_argument("--insecure", action="store_true", help="Use an insecure registry")
 
+    s = sub.add_parser("push", help="Push a model to the registry its name names (host/namespace/model)")
+    s.add_argument("model")
+    s.add_argument("--insecure", action="store_true", help="Use an insecure registry (plain http)")
+
     sub.add_parser("list", aliases=["ls"], help="List models (a DataFrame)")
     sub.add_parser("ps", help="List running models (a DataFrame)")
     sub.add_parser("info", help="Show the runtime: llama.cpp build, devices, CPU probe, threads")

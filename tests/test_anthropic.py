@@ -165,3 +165,10 @@ def test_a_stream_of_thinking_text_and_a_tool_call_gets_its_blocks_in_order() ->
     assert json.loads(events[9][1]["delta"]["partial_json"]) == {"city": "Paris"}
     assert events[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
                              "usage": {"input_tokens": 9, "output_tokens": 4}}
+
+
+def test_thinking_asked_of_a_model_that_cannot_think_is_relaxed_as_in_ollama(claude, manager) -> None:
+    reply = claude.messages.create(model=SMOLLM, max_tokens=12, system=SYSTEM, messages=QUESTION, extra_body=GREEDY,
+                                   thinking={"type": "enabled", "budget_tokens": 1024})
+    assert [block.type for block in reply.content] == ["text"]
+    assert reply.content[0].text == native(manager, 12).message.content

@@ -135,3 +135,74 @@ def test_llama_cpp_notices_stay_out_of_stderr(models_env, monkeypatch):
     monkeypatch.setenv("OLLAMA_DEBUG", "1")
     loud = run()
     assert "llama_kv_cache" in loud.stderr  # still there for whoever asks for it
+
+
+# ---- ollama run's flags and interactive commands ------------------------------------------------
+
+
+def test_run_flags_as_ollama_reads_them(greedy_model):
+    thinks = cli("run", greedy_model, "--think", "hi")  # a bare --think is true and keeps the prompt
+    assert thinks.returncode == 1
+    assert thinks.stderr.strip() == f'Error: "{greedy_model}" does not support thinking'
+    bogus = cli("run", greedy_model, "--think=ultra", "hi")
+    assert bogus.stderr.strip() == ('Error: invalid value for --think: "ultra" '
+                                    "(must be true, false, high, medium, low, or max)")
+    plain = cli("run", greedy_model, "--think=false", "--hidethinking", "--nowordwrap", "--verbose",
+                "What", "is", "the", "capital", "of", "France?", "One", "word.")
+    assert plain.returncode == 0, plain.stderr
+    assert "Paris" in plain.stdout and "eval rate:" in plain.stderr
+
+
+def repl(manager, model: str, lines: list[str]):
+    """Run the interactive session in-process on ``lines``; (stdout, stderr, final session)."""
+    import io
+
+    from ollama_nb.cli.run import Repl, Session
+
+    out, err = io.StringIO(), io.StringIO()
+    session = Repl(manager, Session(model=model), out=out, err=err)
+    session.run(io.StringIO("".join(line + "\n" for line in lines)))
+    return out.getvalue(), err.getvalue(), session.session
+
+
+def test_the_interactive_commands_say_what_ollama_says(greedy_model, manager):
+    out, err, session = repl(manager, greedy_model, [
+        "/set parameter num_predict 4", "/set parameter num_ctx lots", "/set parameter stop END STOP",
+        "/set system You are a pirate.", "/show system", "/show parameters", "/show license",
+        "/set format json", "/set noformat", "/set verbose", "/set quiet", "/set wordwrap",
+        "/set think", "Hello", "/set nothink", "/set think max", "/set mystery", "/show mystery", "/nope",
+        "/show info", "/?", "/help set", "/set", "/show",
+    ])
+    said = out.splitlines()
+    for line in ["Set parameter 'num_predict' to '4'", "Couldn't set parameter: \"invalid int value [lots]\"",
+                 "Set parameter 'stop' to 'END, STOP'", "Set system message.", "You are a pirate.",
+                 "Model defined parameters:", "User defined parameters:", "Set format to 'json' mode.",
+                 "Disabled format.", "Set 'verbose' mode.", "Set 'quiet' mode.", "Set 'wordwrap' mode.",
+                 "Set 'think' mode.", f'error: "{greedy_model}" does not support thinking', "Set 'nothink' mode.",
+                 "Set 'think' mode to 'max'.", "Unknown command '/set mystery'. Type /? for help",
+                 "Unknown command '/show mystery'. Type /? for help", "Unknown command '/nope'. Type /? for help"]:
+        assert line in said, line
+    assert any(line.startswith("  num_predict") and line.rstrip().endswith("4") for line in said)
+    assert "architecture        llama" in err  # /show info, on stderr as Ollama writes it
+    assert "/set parameter ...     Set a parameter" in err and "/show modelfile    Show Modelfile" in err
+    assert "Use \"\"\" to begin a multi-line message." in err
+    assert session.options == {"num_predict": 4, "stop": ["END", "STOP"]}
+    assert session.messages == [{"role": "system", "content": "You are a pirate."}]  # the refused turn is gone
+
+
+def test_a_session_is_saved_loaded_and_cleared(greedy_model, manager):
+    out, _err, session = repl(manager, greedy_model, [
+        "/set system Answer in one word.", "/set parameter num_predict 6", "What is the capital of France?",
+        "/save pirate-session", "/save bad!name", "/load nosuch-model", "/load pirate-session", "/clear",
+    ])
+    assert "Paris" in out
+    for line in ["Created new model 'pirate-session'", "error: The model name 'bad!name' is invalid",
+                 "Couldn't find model 'nosuch-model'", "Loading model 'pirate-session'", "Cleared session context"]:
+        assert line in out.splitlines(), line
+    saved = manager.show("pirate-session")
+    assert saved.system == "Answer in one word." and "num_predict" in (saved.parameters or "")
+    assert [m.role for m in saved.messages] == ["user", "assistant"]  # the turn, kept as MESSAGEs
+    assert "Paris" in saved.messages[1].content
+    assert session.model == "pirate-session" and session.messages == []
+    manager.unload("pirate-session")
+    manager.delete("pirate-session")

@@ -575,3 +575,15 @@ def test_queue_full_is_503_and_requests_run_in_arrival_order(live, monkeypatch):
     assert [n for reason, n in order if reason != "cancel"] == [3, 5]
     assert wait_for(lambda: any(reason == "cancel" for reason, _ in order))  # the counting one, abandoned
     assert [reason for reason, _ in order].count("cancel") == 1
+
+
+def test_think_is_refused_as_ollama_refuses_it(client, live):
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model=SMOLLM, messages=[{"role": "user", "content": "hi"}], think=True)
+    assert (err.value.status_code, err.value.error) == (400, f'"{SMOLLM}" does not support thinking')
+    bad = http(live.url, "POST", "/api/generate", {"model": SMOLLM, "prompt": "hi", "think": "ultra"})
+    assert bad.status == 400
+    assert bad.json()["error"] == 'invalid think value: "ultra" (must be "high", "medium", "low", "max", true, or false)'
+    off = client.chat(model=SMOLLM, messages=[{"role": "user", "content": "hi"}], think=False,
+                      options={"num_predict": 2})
+    assert off.done  # false is always accepted

@@ -346,6 +346,7 @@ class ModelManager:
         if not req.model:
             raise no_model
         spec = self.spec(req.model)
+        _check_think(spec, req)
         return spec, self._keep_alive(req.keep_alive), self._check_logprobs(req.logprobs, req.top_logprobs)
 
     def _load_only(self, spec: ModelSpec, req: GenerateRequest | ChatRequest, ka: float) -> Iterator[Any]:
@@ -520,3 +521,16 @@ def _renormalise(vector: list[float]) -> list[float]:
 
 
 __all__ = ["ModelManager", "OllamaNbError"]
+
+
+THINK_LEVELS = ("high", "medium", "low", "max")
+
+
+def _check_think(spec: ModelSpec, req: GenerateRequest | ChatRequest) -> None:
+    """Ollama's two refusals of ``think``: a level it does not know, and thinking asked of a
+    model whose template cannot think (``false`` is always accepted)."""
+    think = req.think
+    if isinstance(think, str) and think not in THINK_LEVELS:
+        raise InvalidRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", "max", true, or false)')
+    if think not in (None, False) and "thinking" not in spec.capabilities:
+        raise InvalidRequest(f'"{req.model}" does not support thinking')

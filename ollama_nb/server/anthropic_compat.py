@@ -70,6 +70,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     try:
         req = parse_body(await request.read())
         native = messages_request(req)
+        if native.think and "thinking" not in ((await manager.ashow(native.model)).capabilities or []):
+            native.think = None  # as Ollama relaxes it for Claude-style agents, which always ask
         message_id = new_message_id()
         if not native.stream:
             return _json(message_reply(message_id, await manager.achat(native)))

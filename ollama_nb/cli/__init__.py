@@ -14,19 +14,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
-from .base import config
-from .base.errors import InvalidRequest, ModelNotFound, OllamaNbError
-from .base.humanize import human_bytes, human_since
-from .base.refs import ModelRef
-from .base.version import __version__
-from .models.modelfile import parse_modelfile
-
-if TYPE_CHECKING:
-    from .api.types import ProgressResponse
-    from .manager.core import ModelManager
+from ..base import config
+from ..base.errors import InvalidRequest, OllamaNbError
+from ..base.humanize import human_bytes, human_since
+from ..base.version import __version__
+from ..models.modelfile import parse_modelfile
+from .common import manager as _manager
+from .common import show_info, show_progress
+from .run import add_run_parser, normalize_argv
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -40,31 +37,6 @@ def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def show_progress(events: Iterable[ProgressResponse], out: Any = None) -> None:
-    """Status lines, and a tqdm bar per digest while bytes move."""
-    from tqdm import tqdm
-
-    out = out or sys.stderr
-    bars: dict[str, Any] = {}
-    for ev in events:
-        if ev.digest and ev.total:
-            bar = bars.get(ev.digest)
-            if bar is None:
-                bar = bars[ev.digest] = tqdm(total=ev.total, desc=ev.status, unit="B", unit_scale=True,
-                                             file=out, leave=True)
-            bar.update((ev.completed or 0) - bar.n)
-            if ev.completed == ev.total:
-                bar.close()
-        else:
-            print(ev.status, file=out)
-    for bar in bars.values():
-        bar.close()
-
-
-def _manager() -> ModelManager:
-    from .manager.default import default_manager
-
-    return default_manager()
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -118,27 +90,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     if args.license:
         print(info.license or "")
         return
-    arch = info.model_info.get("general.architecture", info.details.family)
-    ctx = info.model_info.get(f"{arch}.context_length", "")
-    embd = info.model_info.get(f"{arch}.embedding_length", "")
-    sections = [
-        ("Model", [("architecture", arch), ("parameters", info.details.parameter_size),
-                   ("context length", ctx), ("embedding length", embd),
-                   ("quantization", info.details.quantization_level)]),
-        ("Capabilities", [(c, "") for c in info.capabilities or []]),
-    ]
-    if info.parameters:
-        sections.append(("Parameters", [tuple(line.split(None, 1)) + ("",) * (2 - len(line.split(None, 1)))
-                                        for line in info.parameters.splitlines()]))
-    if info.system:
-        sections.append(("System", [(info.system.splitlines()[0], "")]))
-    if info.license:
-        sections.append(("License", [(info.license.splitlines()[0], "")]))
-    for title, rows in sections:
-        print(f"  {title}")
-        for key, value in rows:
-            print(f"    {key:<20}{value}".rstrip())
-        print()
+    show_info(info)
 
 
 def cmd_rm(args: argparse.Namespace) -> None:
@@ -173,129 +125,13 @@ def cmd_create(args: argparse.Namespace) -> None:
     show_progress(_manager().create(args.model, text, base_dir=base, quantize=args.quantize), out=sys.stdout)
 
 
-def _stream_reply(chunks: Iterator[Any], out: Any) -> tuple[Any, str]:
-    """Write each chunk as it arrives; return the final chunk and the whole reply."""
-    last = None
-    parts: list[str] = []
-    for chunk in chunks:
-        text = chunk.message.content if hasattr(chunk, "message") else chunk.response
-        parts.append(text)
-        out.write(text)
-        out.flush()
-        last = chunk
-    return last, "".join(parts)
-
-
-def _verbose_stats(final: Any) -> None:
-    if final is None:
-        return
-    stats = [
-        ("total duration", f"{(final.total_duration or 0) / 1e9:.6f}s"),
-        ("load duration", f"{(final.load_duration or 0) / 1e6:.3f}ms"),
-        ("prompt eval count", f"{final.prompt_eval_count or 0} token(s)"),
-        ("prompt eval duration", f"{(final.prompt_eval_duration or 0) / 1e6:.3f}ms"),
-        ("eval count", f"{final.eval_count or 0} token(s)"),
-        ("eval duration", f"{(final.eval_duration or 0) / 1e6:.3f}ms"),
-    ]
-    if final.eval_count and final.eval_duration:
-        stats.append(("eval rate", f"{final.eval_count / final.eval_duration * 1e9:.2f} tokens/s"))
-    for key, value in stats:
-        print(f"{key + ':':<22}{value}", file=sys.stderr)
-
-
-def _read_turn(stdin: Any, interactive: bool) -> str | None:
-    """One user turn; ``\"\"\"`` starts and ends a multi-line message, as in ``ollama run``."""
-    if interactive:
-        sys.stdout.write(">>> ")
-        sys.stdout.flush()
-    line = stdin.readline()
-    if not line:
-        return None
-    line = line.rstrip("\n")
-    if line.lstrip().startswith('"""'):
-        body = [line.lstrip()[3:]]
-        while not body[-1].rstrip().endswith('"""'):
-            if interactive:
-                sys.stdout.write("... ")
-                sys.stdout.flush()
-            more = stdin.readline()
-            if not more:
-                break
-            body.append(more.rstrip("\n"))
-        text = "\n".join(body)
-        return text.rstrip()[:-3] if text.rstrip().endswith('"""') else text
-    return line
-
-
-def cmd_run(args: argparse.Namespace) -> None:
-
-    manager = _manager()
-    options: dict[str, Any] = {}
-    try:
-        manager.spec(args.model)
-    except ModelNotFound:
-        from .registry.bundled import find_bundled
-
-        if find_bundled(ModelRef.parse(args.model)) is None:
-            raise
-        show_progress(manager.pull(args.model))
-    prompt = " ".join(args.prompt)
-    if not sys.stdin.isatty() and not args.prompt:
-        prompt = sys.stdin.read()
-    fmt = args.format or None
-    if prompt:
-        chunks = manager.chat(model=args.model, messages=[{"role": "user", "content": prompt}],
-                              stream=True, format=fmt, keep_alive=args.keepalive, options=options)
-        final, _ = _stream_reply(chunks, sys.stdout)
-        sys.stdout.write("\n")
-        if args.verbose:
-            _verbose_stats(final)
-        return
-    _repl(manager, args, options)
-
-
-def _repl(manager: ModelManager, args: argparse.Namespace, options: dict[str, Any]) -> None:
-    history: list[dict[str, Any]] = []
-    interactive = sys.stdin.isatty()
-    while True:
-        text = _read_turn(sys.stdin, interactive)
-        if text is None or text.strip() in ("/bye", "/exit"):
-            return
-        if not text.strip():
-            continue
-        if text.strip() == "/clear":
-            history.clear()
-            print("Cleared session context")
-            continue
-        if text.strip() in ("/?", "/help"):
-            print('Available Commands:\n  /clear   Clear session context\n  /bye     Exit\n\n'
-                  'Use """ to begin a multi-line message.')
-            continue
-        history.append({"role": "user", "content": text})
-        try:
-            final, reply = _stream_reply(
-                manager.chat(model=args.model, messages=history, stream=True,
-                             keep_alive=args.keepalive, options=options),
-                sys.stdout,
-            )
-        except KeyboardInterrupt:
-            history.pop()
-            print()
-            continue
-        sys.stdout.write("\n\n")
-        sys.stdout.flush()
-        history.append({"role": "assistant", "content": reply})
-        if args.verbose:
-            _verbose_stats(final)
-
-
 def cmd_info(args: argparse.Namespace) -> None:
     """What the runtime does here: build, devices, CPU probe, threads (``--json``: /api/info's body)."""
     info = _manager().info()
     if args.json:
         print(info.model_dump_json(indent=2))
         return
-    from .manager.info import format_info
+    from ..manager.info import format_info
 
     sys.stdout.write(format_info(info))
 
@@ -305,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     SIGINT/SIGTERM; the store, keep-alive, queue and CORS settings come from the same OLLAMA_*
     variables as Ollama's."""
 
-    from .server.lifecycle import serve
+    from ..server.lifecycle import serve
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("time=%(asctime)s level=%(levelname)s msg=%(message)s"))
@@ -356,13 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="Show detailed model information")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("run", help="Run a model")
-    p.add_argument("model")
-    p.add_argument("prompt", nargs="*")
-    p.add_argument("--format", default="", help='Response format (e.g. "json")')
-    p.add_argument("--keepalive", default=None, help="Duration to keep a model loaded (e.g. 5m)")
-    p.add_argument("--verbose", action="store_true", help="Show timings for response")
-    p.set_defaults(func=cmd_run)
+    add_run_parser(sub)
 
     p = sub.add_parser("create", help="Create a model from a Modelfile")
     p.add_argument("model")
@@ -396,7 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config.configure_logging()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+    if extra and (getattr(args, "command", None) != "run" or any(a.startswith("-") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # prompt words after a flag (`run MODEL --verbose why is the sky blue`), as cobra takes them
+        args.prompt = [*args.prompt, *extra]
     if args.version:
         print(f"ollama-nb version is {__version__}")
         return 0
@@ -415,11 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     finally:
-        from .manager.default import close_default
+        from ..manager.default import close_default
 
         close_default()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -453,7 +453,10 @@ def test_unknown_model_is_a_404_in_openai_shape(client, server):
      "image URLs are not currently supported, please use base64 encoded data instead"),
     ({"model": SMOLLM, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]},
-     "image input is not supported yet"),
+     "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"),
+    ({"model": SMOLLM, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}]}]},
+     "invalid image input"),
 ])
 def test_chat_request_errors(server, body, message):
     status, ctype, raw = post_raw(server.url + "/v1/chat/completions", body)

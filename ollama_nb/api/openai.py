@@ -20,8 +20,8 @@ Ollama's choices that a client can observe, kept here on purpose:
 Where this layer goes beyond Ollama (each is something Ollama silently ignores or mangles):
 ``max_completion_tokens`` is honoured, ``n`` > 1 is refused instead of quietly answering once,
 the ``developer`` role is read as ``system``, a list of text parts stays one message, ``echo``
-and ``logprobs`` work on ``/v1/completions``, and images get an explicit 400 (the runtime here
-is text-only).
+and ``logprobs`` work on ``/v1/completions``, and a message's text and image parts stay one
+message (Ollama splits each image into a message of its own).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ __all__ = [
     "embedding_list",
     "error_body",
     "error_for",
-    "image_url_error",
+    "image_from_url",
     "model_card",
     "model_list",
     "new_id",
@@ -171,26 +171,28 @@ def _check_n(n: int | None) -> None:
         raise InvalidRequest(f"n={n} is not supported: this server returns one choice per request")
 
 
-def image_url_error(url: Any) -> InvalidRequest:
-    """Why an ``image_url`` cannot be used: Ollama's text for a URL or bad data, else ours
-    (the runtime here is text-only)."""
+def image_from_url(url: Any) -> str:
+    """The base64 payload of an ``image_url``, as Ollama's ``decodeImageURL`` accepts them: a
+    ``data:image/{png,jpeg,jpg,webp};base64,`` (or ``data:;base64,``) URL; a web URL is refused
+    (nothing is fetched from the network) and anything else is ``invalid image input``."""
     if not isinstance(url, str):
-        return InvalidRequest("invalid message format")
+        raise InvalidRequest("invalid message format")
     if url.startswith(("http://", "https://")):
-        return InvalidRequest("image URLs are not currently supported, please use base64 encoded data instead")
+        raise InvalidRequest("image URLs are not currently supported, please use base64 encoded data instead")
     prefix = next((p for p in _IMAGE_PREFIXES if url.startswith(p)), None)
     if prefix is None:
-        return InvalidRequest("invalid image input")
+        raise InvalidRequest("invalid image input")
+    data = url[len(prefix):]
     try:
-        base64.b64decode(url[len(prefix):], validate=True)
+        base64.b64decode(data, validate=True)
     except ValueError:
-        return InvalidRequest("invalid image input")
-    return InvalidRequest("image input is not supported yet: this server runs text-only models")
+        raise InvalidRequest("invalid image input") from None
+    return data
 
 
-def _text_of_parts(parts: list[Any]) -> str:
-    """A list of content parts as one message text; anything but text is refused clearly."""
-    texts = []
+def _content_of_parts(parts: list[Any]) -> tuple[str, list[str]]:
+    """A list of content parts as one message: its text and its images (base64)."""
+    texts, images = [], []
     for part in parts:
         if not isinstance(part, dict):
             raise InvalidRequest("invalid message format")
@@ -201,12 +203,12 @@ def _text_of_parts(parts: list[Any]) -> str:
             texts.append(part["text"])
         elif kind == "image_url":
             image = part.get("image_url")
-            raise image_url_error(image.get("url") if isinstance(image, dict) else image)
+            images.append(image_from_url(image.get("url") if isinstance(image, dict) else image))
         elif kind == "input_audio":
-            raise InvalidRequest("audio input is not supported yet: this server runs text-only models")
+            raise InvalidRequest("audio input is not supported: no model here has an audio encoder")
         else:
             raise InvalidRequest("invalid message format")
-    return "\n".join(texts)
+    return "\n".join(texts), images
 
 
 def _native_tool_calls(calls: list[OpenAIToolCall] | None) -> list[ToolCall] | None:
@@ -245,6 +247,7 @@ def _native_messages(messages: list[ChatCompletionMessage]) -> list[Message]:
         tool_name = None
         if role == "tool":
             tool_name = msg.name or (_tool_name(messages, msg.tool_call_id) if msg.tool_call_id else "")
+        images: list[str] = []
         if msg.content is None:
             if msg.tool_calls is None:
                 raise InvalidRequest("invalid message content type: <nil>")
@@ -252,12 +255,13 @@ def _native_messages(messages: list[ChatCompletionMessage]) -> list[Message]:
         elif isinstance(msg.content, str):
             content = msg.content
         elif isinstance(msg.content, list):
-            content = _text_of_parts(msg.content)
+            content, images = _content_of_parts(msg.content)
         else:  # Go decodes content into an interface {} and checks its type afterwards
             raise InvalidRequest(f"invalid message content type: {_go_type(msg.content)}")
         native.append(Message(
             role=role,
             content=content,
+            images=images or None,
             thinking=msg.reasoning or None,
             tool_calls=_native_tool_calls(msg.tool_calls),
             tool_name=tool_name or None,

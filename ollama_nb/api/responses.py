@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..base.errors import InvalidRequest
 from .gojson import GoNames, decode_body, go_kind, parse
-from .openai import image_url_error, think_from_effort
+from .openai import image_from_url, think_from_effort
 from .types import (
     ChatRequest,
     ChatResponse,
@@ -86,29 +86,30 @@ def new_ids() -> tuple[str, str]:
 # ---- requests ------------------------------------------------------------------------------
 
 
-def _content(parts: Any, where: str) -> str:
-    """The text of a message's (or tool output's) content items; image items are refused the
-    way chat completions refuses them, and files are not supported (as in Ollama)."""
+def _content(parts: Any, where: str) -> tuple[str, list[str]]:
+    """The text and images (base64) of a message's (or tool output's) content items; an image
+    item is a data URL as in chat completions (one given by file id is skipped, as in Ollama),
+    and files are not supported (as in Ollama)."""
     if isinstance(parts, str):
-        return parts
+        return parts, []
     if parts is None:
-        return ""
+        return "", []
     if not isinstance(parts, list):
         raise InvalidRequest(f"{where} must be a string or array: json: cannot unmarshal {go_kind(parts)} "
                              "into Go value of type []json.RawMessage")
-    text = []
+    text, images = [], []
     for i, part in enumerate(parts):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text"):
             text.append(str(part.get("text", "")))
         elif kind == "input_image":
-            if part.get("image_url"):  # an id of an uploaded file is skipped, as in Ollama
-                raise image_url_error(part["image_url"])
+            if part.get("image_url"):
+                images.append(image_from_url(part["image_url"]))
         elif kind == "input_file":
             raise InvalidRequest("file inputs are not currently supported")
         else:
             raise InvalidRequest(f"{where}[{i}]: unknown content type: {kind or ''}")
-    return "".join(text)
+    return "".join(text), images
 
 
 def _arguments(text: Any) -> dict[str, Any]:
@@ -162,8 +163,8 @@ def _messages(req: ResponsesRequest) -> list[Message]:
             role = str(item.get("role", "")).lower()
             if role == "developer":  # OpenAI's newer name for the system role
                 role = "system"
-            content = _content(item.get("content"), f"{item['_where']}: content")
-            message = Message(role=role, content=content)
+            content, images = _content(item.get("content"), f"{item['_where']}: content")
+            message = Message(role=role, content=content, images=images or None)
             if role == "assistant" and pending_thinking:
                 message.thinking, pending_thinking = pending_thinking, ""
             answered = items[i + 1].get("call_id") if i + 1 < len(items) and \
@@ -173,6 +174,7 @@ def _messages(req: ResponsesRequest) -> list[Message]:
                     and any(c.id == answered for c in last.tool_calls or [])):
                 # replayed between a call and its output: keep the call next to its result
                 last.content = "\n".join(t for t in (last.content, content) if t)
+                last.images = [*(last.images or []), *images] or None
                 if message.thinking:
                     last.thinking = message.thinking
                 continue
@@ -190,8 +192,9 @@ def _messages(req: ResponsesRequest) -> list[Message]:
             if pending_thinking:
                 target.thinking, pending_thinking = pending_thinking, ""
         else:  # function_call_output
-            content = _content(item.get("output"), f"{item['_where']}: output")
-            messages.append(Message(role="tool", content=content, tool_call_id=item.get("call_id") or None))
+            content, images = _content(item.get("output"), f"{item['_where']}: output")
+            messages.append(Message(role="tool", content=content, images=images or None,
+                                    tool_call_id=item.get("call_id") or None))
     if pending_thinking:
         messages.append(Message(role="assistant", thinking=pending_thinking))
     return messages

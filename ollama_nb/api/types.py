@@ -325,6 +325,7 @@ class ShowResponse(ApiModel):
     details: ModelDetails = Field(default_factory=ModelDetails)
     messages: list[Message] | None = None
     model_info: dict[str, Any] = Field(default_factory=dict)
+    projector_info: dict[str, Any] | None = None
     tensors: list[dict[str, Any]] | None = None
     capabilities: list[str] | None = None
     modified_at: str | None = None

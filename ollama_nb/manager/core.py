@@ -45,10 +45,11 @@ from ..models.gguf_meta import read_gguf_info
 from ..models.modelfile import Modelfile, render_modelfile
 from ..models.options import format_parameters, merge_options, validate_options
 from ..models.store import Store
-from ..prompt.building import chat_tokens, conversation, generate_tokens
+from ..prompt.building import chat_tokens, conversation, decode_image, generate_tokens
 from ..registry import pull_model, push_model
 from ..registry.bundled import find_bundled
 from ..runtime import Engine, GenerationJob, LoadParams, SamplingParams, json_grammar
+from ..runtime.vision import NO_PROJECTOR, MediaPrompt
 from ..serving import gpu
 from ..serving.pump import ChunkPump
 from ..serving.scheduler import Runner, Scheduler
@@ -138,6 +139,7 @@ class ModelManager:
                 messages=spec.messages,
                 licenses=spec.license,
                 adapters=spec.adapters,
+                projectors=[spec.projector] if spec.projector else (),
             ),
             parameters=format_parameters(spec.params) or None,
             template=spec.template if spec.template is not None else spec.chat_template,
@@ -145,6 +147,7 @@ class ModelManager:
             details=spec.details,
             messages=[Message(**m) for m in spec.messages] or None,
             model_info=info.model_info if info else {},
+            projector_info=_projector_info(spec.projector, verbose=verbose),
             tensors=info.tensor_dicts() if (info and verbose) else None,
             capabilities=spec.capabilities,
             modified_at=_rfc3339(spec.modified_at) if spec.modified_at else None,
@@ -255,6 +258,7 @@ class ModelManager:
             lazy_memory=config.lazy_memory(),
             prompt_cache_mb=config.prompt_cache_mb(),
             pooling_type=_pooling_type(spec),
+            projector=spec.projector,
         )
 
     def _keep_alive(self, value: float | str | None) -> float:
@@ -290,11 +294,13 @@ class ModelManager:
         return merge_options(spec.params, validate_options(request_options or {}, strict=False))
 
     @staticmethod
-    def _job(tokens: list[int], opts: dict[str, Any], grammar: str | None, top_logprobs: int,
+    def _job(tokens: list[int] | MediaPrompt, opts: dict[str, Any], grammar: str | None, top_logprobs: int,
              shift: bool | None) -> GenerationJob:
         stop = opts.get("stop") or []
+        media = tokens if isinstance(tokens, MediaPrompt) else None
         return GenerationJob(
-            prompt_tokens=tokens,
+            prompt_tokens=media.tokens if media is not None else tokens,
+            media=media,
             sampling=SamplingParams(**{k: v for k, v in opts.items() if k in _SAMPLING_FIELDS}),
             grammar=grammar,
             stop=[stop] if isinstance(stop, str) else list(stop),
@@ -381,9 +387,12 @@ class ModelManager:
         if req.raw and (req.template or req.system or req.context):
             raise InvalidRequest("raw mode does not support template, system, or context")
 
+        if req.images:
+            _check_images(spec, req.images)
+
         def tokens_of(engine: Engine) -> list[int]:
             return generate_tokens(engine, spec, prompt=req.prompt, system=req.system, template=req.template,
-                                   suffix=req.suffix, raw=req.raw, context=req.context)
+                                   suffix=req.suffix, raw=req.raw, context=req.context, images=req.images)
 
         return self._generation(spec, req, started, ka, top, tokens_of, GenerateReplies(req.model, raw=req.raw))
 
@@ -405,6 +414,9 @@ class ModelManager:
         if req.tools and "tools" not in spec.capabilities:
             raise InvalidRequest(f"{spec.ref.full} does not support tools")
         messages = conversation(spec, [Message(**{**m.to_dict(), "role": m.role.lower()}) for m in req.messages])
+        for m in messages:
+            if m.images:
+                _check_images(spec, m.images)
 
         def tokens_of(engine: Engine) -> list[int]:
             return chat_tokens(engine, spec, messages, tools=req.tools)
@@ -534,3 +546,20 @@ def _check_think(spec: ModelSpec, req: GenerateRequest | ChatRequest) -> None:
         raise InvalidRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", "max", true, or false)')
     if think not in (None, False) and "thinking" not in spec.capabilities:
         raise InvalidRequest(f'"{req.model}" does not support thinking')
+
+
+def _check_images(spec: ModelSpec, images: list[str]) -> None:
+    """Before anything loads: a model without a projector refuses images (Ollama's words, from
+    llama-server), and every image must be base64."""
+    if not spec.projector:
+        raise InvalidRequest(NO_PROJECTOR)
+    for i, data in enumerate(images):
+        decode_image(data, i)
+
+
+def _projector_info(path: str | None, *, verbose: bool) -> dict[str, Any] | None:
+    """``show``'s ``projector_info``: the projector GGUF's key/values, as Ollama lists them
+    (long arrays left out unless ``verbose``)."""
+    if not path:
+        return None
+    return read_gguf_info(path, max_array=None if verbose else 0).model_info

@@ -1,7 +1,8 @@
 """``ollama create``: a Modelfile becomes a manifest whose layers a real Ollama accepts.
 
 FROM may name a stored model (its layers are inherited, and a bundled model is pulled first), a
-local GGUF file, or a directory holding one. TEMPLATE, SYSTEM, PARAMETER, MESSAGE, ADAPTER and
+local GGUF file, or a directory holding one. A vision projector (``mmproj-*.gguf``) beside that
+GGUF, or named by a second FROM, becomes the model's projector layer. TEMPLATE, SYSTEM, PARAMETER, MESSAGE, ADAPTER and
 LICENSE become their own layers; parameters merge over the base model's. ``quantize`` runs
 llama.cpp's own quantizer on F16/F32/BF16 weights, as Ollama allows.
 """
@@ -49,9 +50,29 @@ def _status_for(info: object) -> ProgressResponse:
     return ProgressResponse(status=f"{verb} {info.digest}")  # type: ignore[attr-defined]
 
 
+def _is_projector_name(path: Path) -> bool:
+    return "mmproj" in path.name.lower()
+
+
+def _projectors_beside(source: Path) -> list[Path]:
+    """Vision projectors shipped next to a model GGUF (``mmproj-*.gguf``, as Hugging Face repos
+    and llama.cpp's converter name them): they come along, as Ollama's create takes them."""
+    return sorted(p for p in source.parent.glob("*.gguf") if p != source and _is_projector_name(p))
+
+
+def _projector_layer(store: Store, path: Path) -> tuple[mf.Layer, ProgressResponse]:
+    """Import a vision projector, after checking it is one (a CLIP-style ``mmproj`` GGUF)."""
+    info = read_gguf_info(path)
+    if info.architecture != "clip" and "clip.projector_type" not in info.kv:
+        raise InvalidRequest(f"{path} is not a vision projector (general.architecture is {info.architecture!r}, "
+                             "a projector's is 'clip')")
+    blob = store.import_file(path)
+    return _layer(blob, mf.MEDIA_TYPE_PROJECTOR), _status_for(blob)
+
+
 def _find_gguf(path: Path) -> Path:
     if path.is_dir():
-        found = sorted(path.glob("*.gguf"))
+        found = sorted(p for p in path.glob("*.gguf") if not _is_projector_name(p))
         if not found:
             raise InvalidRequest(
                 f"no GGUF file in {path}",
@@ -60,6 +81,19 @@ def _find_gguf(path: Path) -> Path:
         return found[0]
     if not path.exists():
         raise InvalidRequest(f"FROM file {path} does not exist")
+    return path
+
+
+def _find_projector(path: Path) -> Path:
+    """A second FROM: a projector GGUF, or a directory holding one."""
+    if path.is_dir():
+        found = sorted(p for p in path.glob("*.gguf") if _is_projector_name(p)) or sorted(path.glob("*.gguf"))
+        if not found:
+            raise InvalidRequest(f"no GGUF file in {path}")
+        return found[0]
+    if not path.exists():
+        raise InvalidRequest(f"FROM file {path} does not exist",
+                             hint="a second FROM names a vision projector (an mmproj GGUF) for the model")
     return path
 
 
@@ -86,6 +120,7 @@ def create_model(
 ) -> Iterator[ProgressResponse]:
     """Build and write the manifest; nothing is written until every layer is in the store."""
     layers: list[mf.Layer] = []
+    projectors: list[Path] = [_find_projector(Path(extra)) for extra in spec_mf.extra_from]
     inherited: dict[str, list[mf.Layer]] = {}
     base_params: dict[str, object] = {}
     model_path: str
@@ -100,6 +135,7 @@ def create_model(
         yield _status_for(blob)
         layers.append(_layer(blob, mf.MEDIA_TYPE_MODEL))
         model_path = str(store.blob_path(blob.digest))
+        projectors.extend(_projectors_beside(source))
     else:
         base = _base_spec(load_spec, fetch_base, spec_mf.from_)
         for layer in base.manifest.layers:
@@ -161,7 +197,13 @@ def create_model(
             layers.append(_layer(blob, mf.MEDIA_TYPE_LICENSE))
     else:
         layers.extend(inherited.get(mf.MEDIA_TYPE_LICENSE, []))
-    layers.extend(inherited.get(mf.MEDIA_TYPE_PROJECTOR, []))
+    if projectors:
+        for path in dict.fromkeys(projectors):
+            layer, status = _projector_layer(store, path)
+            yield status
+            layers.append(layer)
+    else:
+        layers.extend(inherited.get(mf.MEDIA_TYPE_PROJECTOR, []))
 
     config_blob = store.write_blob_bytes(config.to_bytes())
     manifest = mf.Manifest(config=_layer(config_blob, mf.MEDIA_TYPE_CONFIG), layers=layers)

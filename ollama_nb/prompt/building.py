@@ -8,12 +8,15 @@ its own system message; Modelfile MESSAGEs come first.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from ..api.types import Message, Tool
 from ..base.errors import InvalidRequest, UnsupportedCapability
 from ..models.catalog import ModelSpec
 from ..runtime import Engine, render_jinja_chat
+from ..runtime.vision import NO_PROJECTOR
 from .gotemplate import render_prompt
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
@@ -74,13 +77,60 @@ def render_chat(
     )
 
 
+def decode_image(data: str, index: int = 0) -> bytes:
+    """An image's base64 text as bytes; Go's error text for bad base64 (Ollama decodes images
+    with Go's JSON, so a client sees ``illegal base64 data at input byte N``)."""
+    text = data.replace("\r", "").replace("\n", "")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        bad = next((i for i, ch in enumerate(text) if ch not in _BASE64), None)
+        where = bad if bad is not None else max(0, len(text.rstrip("=")) // 4 * 4)
+        raise InvalidRequest(f"illegal base64 data at input byte {where}") from None
+
+
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def has_images(messages: list[Message]) -> bool:
+    return any(m.images for m in messages)
+
+
+def with_image_markers(messages: list[Message], marker: str) -> tuple[list[Message], list[bytes]]:
+    """Messages whose images are marked in their text, and the images in prompt order: each
+    image replaces the next ``[img]`` of its message or, where there is none, goes before the
+    text (Ollama's ``imageTaggedMessages``)."""
+    marked, images = [], []
+    for m in messages:
+        if not m.images:
+            marked.append(m)
+            continue
+        content, prefix = m.content, ""
+        for data in m.images:
+            images.append(decode_image(data, len(images)))
+            if "[img]" in content:
+                content = content.replace("[img]", marker, 1)
+            else:
+                prefix += marker
+        marked.append(m.model_copy(update={"content": prefix + content, "images": None}))
+    return marked, images
+
+
 def chat_tokens(
     engine: Engine,
     spec: ModelSpec,
     messages: list[Message],
     *,
     tools: list[Tool] | None = None,
-) -> list[int]:
+) -> list[int] | Any:
+    """The prompt's tokens, or (when the messages carry images) a ``runtime.vision.MediaPrompt``
+    whose text and image chunks the engine evaluates."""
+    if has_images(messages):
+        marker = engine.media_marker
+        if marker is None:
+            raise InvalidRequest(NO_PROJECTOR)
+        marked, images = with_image_markers(messages, marker)
+        return engine.media_prompt(render_chat(engine, spec, marked, tools=tools), images)
     text = render_chat(engine, spec, messages, tools=tools)
     return engine.tokenize(text, add_special=True, parse_special=True)
 
@@ -95,8 +145,25 @@ def generate_tokens(
     suffix: str | None,
     raw: bool,
     context: list[int] | None,
-) -> list[int]:
-    """Tokens for /api/generate: raw text, fill-in-the-middle, or the templated conversation."""
+    images: list[str] | None = None,
+) -> list[int] | Any:
+    """Tokens for /api/generate: raw text, fill-in-the-middle, or the templated conversation
+    (a ``MediaPrompt`` when images come with the prompt)."""
+    if images:
+        marker = engine.media_marker
+        if marker is None:
+            raise InvalidRequest(NO_PROJECTOR)
+        if suffix or context:
+            raise InvalidRequest("images cannot be combined with suffix or context here; use /api/chat, "
+                                 "which keeps the earlier turns and their images")
+        if raw:
+            if template or system:
+                raise InvalidRequest("raw mode does not support template, system, or context")
+            marked, data = with_image_markers([Message(role="user", content=prompt, images=images)], marker)
+            return engine.media_prompt(marked[0].content, data)
+        marked, data = with_image_markers(conversation(spec, [Message(role="user", content=prompt, images=images)],
+                                                       system), marker)
+        return engine.media_prompt(render_chat(engine, spec, marked, template=template), data)
     if raw:
         if template or system or context:
             raise InvalidRequest("raw mode does not support template, system, or context")

@@ -30,6 +30,7 @@ from .memory import mapped_ranges, release_zero_pages
 from .prompt_cache import PromptCache
 from .sequence import SequenceState, common_prefix
 from .threads import ThreadGovernor
+from .vision import NO_PROJECTOR, MediaPrompt, Projector, check_projector
 
 log = logging.getLogger("ollama_nb.runtime")
 
@@ -139,6 +140,15 @@ class Engine:
         self.released_bytes = release_zero_pages(mapped_before)
         log.debug("released %d MiB of zeroed buffers", self.released_bytes >> 20)
         self.threads = params.num_thread
+        self.projector: Projector | None = None
+        if params.projector:
+            try:
+                check_projector(params.projector, model_path)  # in a child: a bad file must not kill us
+                self.projector = Projector(params.projector, self._llm.model, use_gpu=params.num_gpu_layers != 0,
+                                           threads=max(1, params.num_thread or 1))
+            except BaseException:
+                self._llm.close()
+                raise
         if self.governor is not None:
             self._use_threads(self.governor.settle())
 
@@ -190,6 +200,16 @@ class Engine:
         raise InvalidRequest(f"only one ADAPTER per model is supported (extra: {path})")
 
     # -- tokens -----------------------------------------------------------------------------
+
+    @property
+    def media_marker(self) -> str | None:
+        return self.projector.marker if self.projector is not None else None
+
+    def media_prompt(self, text: str, images: Sequence[bytes]) -> MediaPrompt:
+        """``text`` (one :attr:`media_marker` per image) and ``images`` cut into chunks."""
+        if self.projector is None:
+            raise InvalidRequest(NO_PROJECTOR)
+        return self.projector.prompt(text, images, add_special=self.add_bos)
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         tokens = self._model.tokenize(text.encode("utf-8"), add_special and self.add_bos, parse_special)
@@ -394,8 +414,11 @@ class Engine:
             raise
 
     def _admit(self, request: GenerationRequest, free: list[int]) -> SequenceState | None:
+        job = None
         try:
             job = request.prepare(self)
+            if job.media is not None:
+                return self._admit_media(request, job, free)
             prompt = self._fit_prompt(list(job.prompt_tokens), job.num_keep)
             if not prompt:
                 prompt = [self.bos_id if self.bos_id >= 0 else self.eos_id]
@@ -407,6 +430,41 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - this request's own fault (template, grammar): it alone fails
             request.done(exc)
             return None
+        finally:
+            if job is not None and job.media is not None:
+                job.media.close()
+
+    def _admit_media(self, request: GenerationRequest, job: Any, free: list[int]) -> SequenceState:
+        """A prompt with images: its missing part is evaluated now, chunk by chunk (text in
+        batches, each image through the vision encoder into embeddings), before the sequence
+        joins the batch loop with its first token sampled. The cached prefix is reused as for
+        text, never cutting an image in two."""
+        media = job.media
+        prompt = list(media.tokens)
+        if len(prompt) >= self.n_ctx:
+            raise InvalidRequest(f"the prompt with its images is {len(prompt)} tokens, more than num_ctx "
+                                 f"({self.n_ctx}); raise num_ctx or send fewer images")
+        reuse = job.reuse_cache and not self.projector.use_mrope  # M-RoPE positions are not one per token
+        slot = self._pick_slot(free, prompt)
+        if reuse:
+            self._swap_in(slot, prompt)
+        reused = media.safe_prefix(self._prepare_prompt(slot, prompt, reuse))
+        cached = self._slots[slot]
+        if reused < len(cached):
+            lib().llama_memory_seq_rm(self._memory, slot, reused, -1)
+            del cached[reused:]
+        state = SequenceState(self, slot, request, job, prompt, reused)
+        state.decode_started_ns = time.perf_counter_ns()
+        try:
+            self.projector.evaluate(self._ctx, media, reused, slot, self.n_batch)
+        except BaseException:
+            self._forget_cache(slot)
+            state.fail_quietly()
+            raise
+        cached.extend(prompt[reused:])
+        state.todo = []
+        state.accept(lib().llama_sampler_sample(state.chain, self._ctx, -1), -1)
+        return state
 
     def _step(self, active: list[SequenceState]) -> None:
         """One batch: a token for every generating sequence, then prompt chunks up to n_batch."""
@@ -541,6 +599,8 @@ class Engine:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.projector is not None:
+                self.projector.close()
             self._llm.close()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ModelView(Protocol):
@@ -28,6 +28,11 @@ class ModelView(Protocol):
 
     def fim_tokens(self) -> tuple[int, int, int] | None: ...
 
+    @property
+    def media_marker(self) -> str | None: ...  # what stands for an image in a prompt; None: text-only
+
+    def media_prompt(self, text: str, images: Sequence[bytes]) -> Any: ...  # a runtime.vision.MediaPrompt
+
 
 @dataclass(frozen=True)
 class LoadParams:
@@ -48,6 +53,7 @@ class LoadParams:
     lazy_memory: bool = True  # release the zeroed KV cache until tokens fill it (runtime.memory)
     prompt_cache_mb: int = 256  # overwritten sequences saved in RAM for their next turn (runtime.prompt_cache)
     extra_buffers: bool | None = None  # CPU extra buffer types (AMX, repacking); None: the probe decides
+    projector: str | None = None  # a vision projector (mmproj GGUF) loaded beside the model
 
 
 @dataclass
@@ -81,6 +87,7 @@ class GenerationJob:
     reuse_cache: bool = True
     top_logprobs: int = -1  # -1: no logprobs; 0..20: logprobs with that many alternatives
     draft: int = 0  # most tokens drafted per step from the text itself (runtime.drafting); 0: off
+    media: Any = None  # a runtime.vision.MediaPrompt when the prompt holds images (its tokens are prompt_tokens)
 
 
 @dataclass

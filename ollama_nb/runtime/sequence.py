@@ -140,6 +140,12 @@ class SequenceState:
             )
         )
 
+    def fail_quietly(self) -> None:
+        """Free the sampler of a sequence that never started (its request is told elsewhere)."""
+        if not self.finished:
+            self.finished = True
+            lib().llama_sampler_free(self.chain)
+
     def fail(self, exc: BaseException) -> None:
         if not self.finished:
             self.finished = True

@@ -222,3 +222,34 @@ def test_hub_unreachable(monkeypatch):
     assert str(err.value) == (f'pull model manifest: Get "http://127.0.0.1:{port}/api/models/u/r": '
                               f"dial tcp 127.0.0.1:{port}: connect: connection refused")
     assert not Store().root.exists()
+
+
+def test_a_vision_repo_brings_its_projector(hub, smol_blob, tmp_path):
+    """An ``mmproj`` GGUF beside the model is pulled along and becomes the projector layer, as
+    Ollama pulls vision models from Hugging Face; the model then takes images."""
+    import base64
+
+    from ollama_nb.manager.core import ModelManager
+    from ollama_nb.models.manifest import MEDIA_TYPE_PROJECTOR
+
+    from .vision_projector import png, write_projector
+
+    projector = Blob.of(write_projector(tmp_path / "p.gguf").read_bytes())
+    hub.add_hf_repo("test-org/SmolVision-GGUF", {
+        GGUF_NAME: smol_blob,
+        "mmproj-SmolVision-f32.gguf": Blob.of(b"a projector in another precision" * 10),
+        "mmproj-SmolVision-f16.gguf": projector,
+    })
+    manager = ModelManager(Store())
+    try:
+        name = "hf.co/test-org/SmolVision-GGUF"
+        assert [e.status for e in manager.pull(name)][-1] == "success"
+        layers = manager.store.read_manifest(f"{name}:latest").layers
+        assert [(layer.mediaType, layer.digest) for layer in layers if layer.mediaType == MEDIA_TYPE_PROJECTOR] == [
+            (MEDIA_TYPE_PROJECTOR, projector.digest)]  # the F16 one, verified by its sha256
+        assert "vision" in manager.show(name).capabilities
+        reply = manager.chat(model=name, stream=False, options={"temperature": 0, "num_predict": 4}, messages=[
+            {"role": "user", "content": "What is this?", "images": [base64.b64encode(png(1)).decode()]}])
+        assert reply.eval_count > 0 and reply.prompt_eval_count > 16
+    finally:
+        manager.close()

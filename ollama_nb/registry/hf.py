@@ -308,28 +308,16 @@ def pull_huggingface(
     name = f"{ref.host}/{repo_id}"
     revision, files = _list_repo(endpoint, repo_id, name)
     chosen = files[choose_gguf(list(files), ref.tag, name)]
-    if chosen.sha256 is None or chosen.size is None:
-        raise NotSupported(
-            f"{name}: {chosen.path} is not stored with Git LFS, so its sha256 is unknown",
-            hint="download it yourself and `ollama-nb create` a model FROM the file",
-        )
-    digest = f"sha256:{chosen.sha256.lower()}"
     headers = _hub_headers()
-    downloaded = False
-    label = f"pulling {digest[7:19]}"
-    if store.has_blob(digest) or _from_hf_cache(store, repo_id, chosen.path, revision, digest):
-        yield ProgressResponse(status=label, digest=digest, total=chosen.size, completed=chosen.size)
-    else:
-        source = BlobSource(
-            url=_resolve_url(endpoint, repo_id, revision, chosen.path),
-            headers=headers,
-            unauthorized=_unauthorized(name, 401).message,
-        )
-        downloaded = yield from run_with_progress(
-            lambda emit: fetch_blob(store, digest, chosen.size or 0, source, emit, settings)
-        )
-
+    download = _Downloader(store, endpoint, repo_id, revision, name, headers, settings)
+    digest = yield from download.file(chosen)
     layers = [mf.Layer(mediaType=mf.MEDIA_TYPE_MODEL, digest=digest, size=chosen.size)]
+    projector_path = choose_projector(list(files), chosen.path)
+    if projector_path is not None:  # a vision model: its projector comes along, as Ollama pulls it
+        projector = files[projector_path]
+        projector_digest = yield from download.file(projector)
+        layers.append(mf.Layer(mediaType=mf.MEDIA_TYPE_PROJECTOR, digest=projector_digest, size=projector.size))
+    downloaded = digest in download.downloaded
     for filename, media_type in _EXTRA_LAYERS:
         if filename not in files:
             continue
@@ -348,14 +336,66 @@ def pull_huggingface(
     yield ProgressResponse(status=f"pulling {config_blob.digest[7:19]}", digest=config_blob.digest,
                            total=config_blob.size, completed=config_blob.size)
     yield ProgressResponse(status="verifying sha256 digest")
-    if downloaded:
-        run_sync(commit_blobs(store, [digest]))
+    if download.downloaded:
+        run_sync(commit_blobs(store, download.downloaded))
     manifest = mf.Manifest(
         config=mf.Layer(mediaType=mf.MEDIA_TYPE_CONFIG, digest=config_blob.digest, size=config_blob.size),
         layers=layers,
     )
     yield from run_with_progress(lambda emit: write_manifest(store, ref, manifest, emit))
     yield ProgressResponse(status="success")
+
+
+def choose_projector(files: list[str], model: str) -> str | None:
+    """The vision projector to fetch with ``model``: an ``mmproj`` GGUF in the model's folder,
+    in the precision llama.cpp's converter ships first (F16, then BF16, F32, Q8_0).
+
+    >>> choose_projector(["m-Q4_K_M.gguf", "mmproj-m-f32.gguf", "mmproj-m-f16.gguf"], "m-Q4_K_M.gguf")
+    'mmproj-m-f16.gguf'
+    >>> choose_projector(["m-Q4_K_M.gguf"], "m-Q4_K_M.gguf") is None
+    True
+    """
+    folder = model.rsplit("/", 1)[0] if "/" in model else ""
+    candidates = sorted(f for f in files if f.lower().endswith(".gguf") and "mmproj" in f.rsplit("/", 1)[-1].lower()
+                        and (f.rsplit("/", 1)[0] if "/" in f else "") == folder)
+    for precision in ("f16", "bf16", "f32", "q8_0"):
+        for f in candidates:
+            if re.search(rf"(?<![a-z0-9]){precision}(?![a-z0-9])", f.rsplit("/", 1)[-1].lower()):
+                return f
+    return candidates[0] if candidates else None
+
+
+class _Downloader:
+    """LFS files of one repository revision into the store, each verified by its sha256."""
+
+    def __init__(self, store: Store, endpoint: str, repo_id: str, revision: str, name: str,
+                 headers: dict[str, str], settings: PullSettings) -> None:
+        self.store, self.endpoint, self.repo_id, self.revision = store, endpoint, repo_id, revision
+        self.name, self.headers, self.settings = name, headers, settings
+        self.downloaded: list[str] = []
+
+    def file(self, repo_file: _RepoFile) -> Generator[ProgressResponse, None, str]:
+        if repo_file.sha256 is None or repo_file.size is None:
+            raise NotSupported(
+                f"{self.name}: {repo_file.path} is not stored with Git LFS, so its sha256 is unknown",
+                hint="download it yourself and `ollama-nb create` a model FROM the file",
+            )
+        digest = f"sha256:{repo_file.sha256.lower()}"
+        label = f"pulling {digest[7:19]}"
+        size = repo_file.size
+        if self.store.has_blob(digest) or _from_hf_cache(self.store, self.repo_id, repo_file.path, self.revision,
+                                                         digest):
+            yield ProgressResponse(status=label, digest=digest, total=size, completed=size)
+            return digest
+        source = BlobSource(
+            url=_resolve_url(self.endpoint, self.repo_id, self.revision, repo_file.path),
+            headers=self.headers,
+            unauthorized=_unauthorized(self.name, 401).message,
+        )
+        if (yield from run_with_progress(
+                lambda emit: fetch_blob(self.store, digest, size, source, emit, self.settings))):
+            self.downloaded.append(digest)
+        return digest
 
 
 def _config_for(path: Path) -> mf.ModelConfig:

@@ -7,6 +7,7 @@ prefix survives a turn with an image, and bad images and bad projectors get clea
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import urllib.request
 from pathlib import Path
@@ -175,3 +176,87 @@ def test_images_through_every_api(server, manager, vision) -> None:
     request = urllib.request.Request(server.url + "/v1/messages", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as answer:
         assert json.loads(answer.read())["content"][0]["text"] == expected
+
+
+# ---- in the notebook -----------------------------------------------------------------------
+
+
+def test_chat_takes_a_path_bytes_or_a_pil_image(manager, vision, tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    from ollama_nb.notebook.functions import chat, generate
+    from ollama_nb.notebook.images import ImageError
+
+    expected = ask(manager, [png(7)]).message.content
+    path = tmp_path / "seven.png"
+    path.write_bytes(png(7))
+    pil = Image.open(io.BytesIO(png(7)))
+    for value in (path, str(path), png(7), pil):
+        reply = chat(VISION, QUESTION, images=value, options=GREEDY, backend=manager)
+        if value is pil:  # re-encoded as PNG, but the same pixels
+            assert reply.done
+        else:
+            assert reply.message.content == expected, type(value)
+    assert generate(VISION, QUESTION, images=[png(7)], options=GREEDY, backend=manager).response == expected
+    with pytest.raises(ImageError, match="no such image file"):
+        chat(VISION, QUESTION, images=str(tmp_path / "missing.png"), backend=manager)
+    with pytest.raises(ImageError, match="web URLs are not fetched"):
+        chat(VISION, QUESTION, images="https://example.com/cat.png", backend=manager)
+
+
+def test_chat_magic_sends_images_and_shows_them(manager, vision, tmp_path, capsys) -> None:
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("ollama_nb")
+    magics = shell.magics_manager.registry["OllamaMagics"]
+    magics.use_manager(manager)
+    magics.stream_to, magics.stream_interval = "display", 0.0
+    magics.sessions.reset_all()
+    shell.display_pub = CapturingDisplayPublisher()
+    try:
+        path = tmp_path / "eight.png"
+        path.write_bytes(png(8))
+        shell.user_ns["picture"] = png(8)
+        expected = ask(manager, [png(8)]).message.content
+        shell.run_cell_magic("chat", f"-m {VISION} --image picture --options '{json.dumps(GREEDY)}' -o first",
+                             QUESTION)
+        assert shell.user_ns["first"].text == expected
+        thumbs = [o for o in shell.display_pub.outputs if "text/html" in o["data"]
+                  and "ollama-nb-images" in o["data"]["text/html"]]
+        assert len(thumbs) == 1 and thumbs[0]["data"]["text/html"].count("<img ") == 1
+        shell.run_cell_magic("chat", f"--image {path} --options '{json.dumps(GREEDY)}' -o second",
+                             "Describe the colours.")
+        session = magics.sessions.get()
+        assert [len(t.images or []) for t in session.turns] == [1, 1]  # each turn keeps its image
+        shell.run_cell_magic("chat", f"-m {VISION} --image nothing_here.png", QUESTION)
+        assert "no such image file" in capsys.readouterr().err
+    finally:
+        magics.use_manager(None)
+        shell.extension_manager.unload_extension("ollama_nb")
+
+
+def test_the_chat_panel_attaches_uploaded_images(manager, vision) -> None:
+    from ollama_nb.notebook.widgets import ChatPanel
+
+    expected = ask(manager, [png(9)]).message.content
+    panel = ChatPanel(manager, model=VISION, temperature=0, options={"num_predict": 8}, interval=0)
+    panel.images.value = ({"name": "nine.png", "type": "image/png", "size": len(png(9)), "content": memoryview(png(9)),
+                           "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)},)
+    panel.prompt.value = QUESTION
+    panel.send.click()
+    assert panel.wait(120)
+    assert panel.last_result.text == expected
+    user = panel.transcript.children[0]
+    assert any("<img " in o["data"].get("text/html", "") for o in user.outputs)  # the thumbnail
+    assert panel.images.value == () and panel.session.turns[0].images  # sent once, kept in the session
+
+
+def test_generate_context_holds_only_real_tokens(manager, vision) -> None:
+    reply = manager.generate(model=VISION, prompt=QUESTION, images=[b64(png(10))], stream=False, options=GREEDY)
+    assert reply.context and min(reply.context) >= 0
+    with pytest.raises(InvalidRequest, match="outside this model's vocabulary"):
+        manager.generate(model=VISION, prompt="And?", context=[1, -5, 2], stream=False, options=GREEDY)

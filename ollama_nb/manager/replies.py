@@ -44,7 +44,8 @@ def logprob_of(piece: TokenPiece) -> list[Logprob] | None:
 
 
 class GenerateReplies:
-    """``/api/generate``: text as it comes; the final chunk carries the context unless raw."""
+    """``/api/generate``: text as it comes; the final chunk carries the context unless raw (the
+    text tokens only: an image's KV positions have no token ids to hand back)."""
 
     endpoint = "generate"
 
@@ -60,7 +61,7 @@ class GenerateReplies:
 
     def final(self, result: GenerationResult, timings: Timings, done_reason: str) -> GenerateResponse:
         return GenerateResponse.finished(timings, model=self.model, done=True, done_reason=done_reason,
-                                         context=None if self.raw else result.tokens)
+                                         context=None if self.raw else [t for t in result.tokens if t >= 0])
 
 
 class ChatReplies:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import connection as backends
 from .display import ROW_COLUMNS
+from .images import images_base64
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,15 +55,23 @@ def chat(
     format: str | dict[str, Any] | None = None,
     tools: Sequence[Any] | None = None,
     think: bool | str | None = None,
+    images: Any = None,
     keep_alive: float | str | None = None,
     stream: bool = False,
     backend: Backend | None = None,
 ) -> ChatResponse | Iterator[ChatResponse]:
-    """One chat turn. ``messages`` is a list of messages, or just the user's text.
+    """One chat turn. ``messages`` is a list of messages, or just the user's text. ``images``
+    (a path, bytes, a PIL image, or a list of them) go with the last user message, for a model
+    with vision.
 
     >>> ollama_nb.chat("smollm2:135m", "Say hi", options={"num_predict": 8}).message.content
     """
     msgs = _messages(messages, prompt, system)
+    if images is not None:
+        last = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
+        if last is None:
+            raise ValueError("images need a user message to go with")
+        last["images"] = [*(last.get("images") or []), *images_base64(images)]
     return _backend(backend).chat(**_fields(
         model=model, messages=msgs, options=dict(options) if options else None, format=format,
         tools=list(tools) if tools else None, think=think, keep_alive=keep_alive), stream=stream)
@@ -78,14 +87,17 @@ def generate(
     options: Mapping[str, Any] | None = None,
     format: str | dict[str, Any] | None = None,
     context: Sequence[int] | None = None,
+    images: Any = None,
     keep_alive: float | str | None = None,
     stream: bool = False,
     backend: Backend | None = None,
 ) -> GenerateResponse | Iterator[GenerateResponse]:
-    """A plain completion of ``prompt`` (``raw=True`` skips the model's template)."""
+    """A plain completion of ``prompt`` (``raw=True`` skips the model's template); ``images``
+    as for :func:`chat`."""
     return _backend(backend).generate(**_fields(
         model=model, prompt=prompt, suffix=suffix, system=system, options=dict(options) if options else None,
-        format=format, context=list(context) if context else None, keep_alive=keep_alive), raw=raw, stream=stream)
+        format=format, context=list(context) if context else None, images=images_base64(images) or None,
+        keep_alive=keep_alive), raw=raw, stream=stream)
 
 
 def embed(

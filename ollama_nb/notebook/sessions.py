@@ -24,6 +24,7 @@ class Turn:
     model: str
     interrupted: bool = False
     eval_count: int | None = None
+    images: list[str] | None = None  # base64, sent again with the turn so its KV stays reusable
 
 
 @dataclass
@@ -33,7 +34,8 @@ class Session:
     model: str | None = None  # the model of the last turn, used when a cell names none
     turns: list[Turn] = field(default_factory=list)
 
-    def messages(self, prompt: str, max_history: int | None = None) -> list[dict[str, Any]]:
+    def messages(self, prompt: str, max_history: int | None = None,
+                 images: list[str] | None = None) -> list[dict[str, Any]]:
         """The chat messages for a new prompt: system, the recent turns, the prompt.
 
         ``max_history`` counts turns (user + assistant pairs); None (or negative) sends them all,
@@ -45,18 +47,19 @@ class Session:
         keep = len(self.turns) if max_history is None or max_history < 0 else max_history
         turns = self.turns[len(self.turns) - keep:] if keep else []
         for turn in turns:
-            out.append({"role": "user", "content": turn.prompt})
+            out.append({"role": "user", "content": turn.prompt, **({"images": turn.images} if turn.images else {})})
             out.append({"role": "assistant", "content": turn.reply})
-        out.append({"role": "user", "content": prompt})
+        out.append({"role": "user", "content": prompt, **({"images": images} if images else {})})
         return out
 
     def record(self, prompt: str, reply: str, model: str, *, interrupted: bool = False,
-               eval_count: int | None = None) -> Turn | None:
+               eval_count: int | None = None, images: list[str] | None = None) -> Turn | None:
         """Add a turn; a reply interrupted before its first token adds nothing, so the next
         turn does not send the model an empty assistant message."""
         if interrupted and not reply:
             return None
-        turn = Turn(prompt=prompt, reply=reply, model=model, interrupted=interrupted, eval_count=eval_count)
+        turn = Turn(prompt=prompt, reply=reply, model=model, interrupted=interrupted, eval_count=eval_count,
+                    images=images or None)
         self.turns.append(turn)
         self.model = model
         return turn
@@ -70,7 +73,8 @@ class Session:
         if not self.turns:
             lines.append("(no turns yet)")
         for i, turn in enumerate(self.turns, 1):
-            lines.append(f"[{i}] user: {turn.prompt}")
+            shown = f" [{len(turn.images)} image(s)]" if turn.images else ""
+            lines.append(f"[{i}] user: {turn.prompt}{shown}")
             mark = " [interrupted]" if turn.interrupted else ""
             lines.append(f"[{i}] {turn.model}{mark}: {turn.reply}")
         return "\n".join(lines)

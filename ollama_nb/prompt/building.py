@@ -171,6 +171,8 @@ def generate_tokens(
     if suffix:
         return _insert_tokens(engine, spec, prompt, suffix, system, template)
     user = Message(role="user", content=prompt)
+    if context and (min(context) < 0 or max(context) >= engine.n_vocab):
+        raise InvalidRequest(f"context holds token ids outside this model's vocabulary (0..{engine.n_vocab - 1})")
     if context:
         # A continuation: the earlier turns are already in ``context``; only the new turn is rendered.
         turn = ([Message(role="system", content=system)] if system else []) + [user]

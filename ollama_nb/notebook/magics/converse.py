@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..connection import read_reply
 from ..display import ChatResult, DisplayStream, TextStream, extract_code, render, summary_bundle
+from ..images import images_base64, thumbnails_html
 from ..sessions import DEFAULT_SESSION, Session
 from .interpolate import interpolate as fill
 
@@ -60,6 +61,7 @@ class Turn:
     system: str | None = None
     raw: bool = False
     suffix: str | None = None
+    images: list[str] = field(default_factory=list)  # base64, sent with the prompt
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,13 +98,15 @@ def _request(magics: OllamaMagics, turn: Turn) -> Any:
     if turn.format == "json":
         common["format"] = "json"
     if turn.kind == "generate":
+        if turn.images:
+            common["images"] = turn.images
         return backend.generate(prompt=turn.prompt, system=turn.system, raw=turn.raw, suffix=turn.suffix,
                                 **common)
     if turn.session is not None:
-        messages = turn.session.messages(turn.prompt, magics.max_history)
+        messages = turn.session.messages(turn.prompt, magics.max_history, images=turn.images)
     else:
         messages = ([{"role": "system", "content": turn.system}] if turn.system else []) + [
-            {"role": "user", "content": turn.prompt}
+            {"role": "user", "content": turn.prompt, **({"images": turn.images} if turn.images else {})}
         ]
     return backend.chat(messages=messages, **common)
 
@@ -112,6 +116,8 @@ def run_turn(magics: OllamaMagics, turn: Turn) -> Any:
     started = time.perf_counter_ns()
     chunks = _request(magics, turn)  # fails before anything is shown or recorded
     sink = _sink(magics)
+    if turn.images:
+        show_thumbnails(magics, turn.images, terminal=isinstance(sink, TextStream))
     try:
         sink.start()
         result = read_reply(
@@ -131,7 +137,8 @@ def run_turn(magics: OllamaMagics, turn: Turn) -> Any:
     if turn.session is not None:
         result.session = turn.session.name
         turn.session.record(turn.prompt, result.text, turn.model, interrupted=result.interrupted,
-                            eval_count=result.timings.eval_count if result.timings else None)
+                            eval_count=result.timings.eval_count if result.timings else None,
+                            images=turn.images)
     problem = None if result.interrupted else _apply_format(magics, result)
     if result.format == "json" and result.value is not None:
         sink.finish(summary_bundle(result, "JSON reply, returned as the cell's value"), result.metadata())
@@ -147,6 +154,25 @@ def run_turn(magics: OllamaMagics, turn: Turn) -> Any:
         where = f" in session '{result.session}'" if result.session else ""
         raise Interrupted(f"generation stopped; the partial reply ({len(result.text)} characters) is kept{where}")
     return result.value if result.format == "json" else None
+
+
+def show_thumbnails(magics: OllamaMagics, images: list[str], *, terminal: bool) -> None:
+    """The images a turn sends, small, above its reply (a count in a terminal)."""
+    if terminal:
+        print(f"[{len(images)} image(s)]")
+        return
+    from IPython.display import display
+
+    display({"text/html": thumbnails_html(images), "text/plain": f"[{len(images)} image(s)]"}, raw=True)
+
+
+def resolve_images(magics: OllamaMagics, names: list[str] | None) -> list[str]:
+    """``--image X``: a variable of the notebook holding an image (or images), else a path."""
+    out: list[str] = []
+    for name in names or []:
+        value = magics.shell.user_ns[name] if name.isidentifier() and name in magics.shell.user_ns else name
+        out.extend(images_base64(value))
+    return out
 
 
 def _apply_format(magics: OllamaMagics, result: ChatResult) -> str | None:
@@ -180,6 +206,7 @@ def chat_turn(magics: OllamaMagics, args: Any, cell: str | None) -> Any:
         output=args.output,
         keep_alive=args.keep_alive or magics.keep_alive,
         session=session,
+        images=resolve_images(magics, args.image),
     )
     return run_turn(magics, turn)
 
@@ -198,6 +225,7 @@ def generate_turn(magics: OllamaMagics, args: Any, cell: str | None) -> Any:
         system=args.system,
         raw=args.raw,
         suffix=args.suffix,
+        images=resolve_images(magics, args.image),
     )
     return run_turn(magics, turn)
 

@@ -90,6 +90,9 @@ def _common(p: Parser, default_format_help: str) -> None:
                    help="send {braces} literally instead of filling in {var}, {In[3]}, {Out[3]}")
     p.add_argument("--keep-alive", dest="keep_alive", metavar="DURATION",
                    help='how long the model stays loaded afterwards (e.g. "5m", "0")')
+    p.add_argument("--image", action="append", metavar="X",
+                   help="an image for a vision model: a variable (bytes, a PIL image, a path, or a list "
+                        "of them) or a file path; repeat for more")
 
 
 def chat_parser() -> Parser:

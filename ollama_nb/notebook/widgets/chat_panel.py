@@ -17,6 +17,7 @@ import ipywidgets as w
 
 from ..connection import read_reply
 from ..display import ChatResult, error_line
+from ..images import images_base64, thumbnails_html
 from ..sessions import Session
 from ..throttle import DEFAULT_INTERVAL
 from ._common import Worker, installed_names, markdown_outputs, resolve_backend
@@ -51,6 +52,8 @@ class ChatPanel(w.VBox):
                                  layout=w.Layout(width="100%", height="48px"))
         self.transcript = w.VBox(layout=w.Layout(width="100%", max_height="480px", overflow="auto"))
         self.prompt = w.Textarea(placeholder="Message", layout=w.Layout(width="100%", height="64px"))
+        self.images = w.FileUpload(accept="image/*", multiple=True, description="Image",
+                                   tooltip="Attach images to the next message (for a model with vision)")
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
         self.clear = w.Button(description="Clear", icon="trash")
@@ -58,7 +61,7 @@ class ChatPanel(w.VBox):
         # Stable CSS classes, so pages (and browser tests) can find the parts of the panel.
         for part, name in ((self.model, "model"), (self.transcript, "transcript"), (self.prompt, "input"),
                            (self.send, "send"), (self.stop, "stop"), (self.clear, "clear"),
-                           (self.status, "status")):
+                           (self.status, "status"), (self.images, "images")):
             part.add_class(f"ollama-nb-chat-{name}")
 
         self.send.on_click(lambda _: self.submit())
@@ -70,7 +73,7 @@ class ChatPanel(w.VBox):
             self.system,
             self.transcript,
             self.prompt,
-            w.HBox([self.send, self.stop, self.clear]),
+            w.HBox([self.send, self.stop, self.clear, self.images]),
             self.status,
         ])
         self.add_class("ollama-nb-chat-panel")
@@ -93,15 +96,26 @@ class ChatPanel(w.VBox):
         elif names:
             self.model.value = names[0]
 
-    def submit(self, text: str | None = None) -> bool:
-        """Send ``text`` (default: the input box). False when busy, empty or no model chosen."""
+    def attached(self) -> list[str]:
+        """The uploaded images waiting for the next message, as base64."""
+        return images_base64([bytes(item["content"]) for item in self.images.value])
+
+    def submit(self, text: str | None = None, images: Any = None) -> bool:
+        """Send ``text`` (default: the input box) with ``images`` (default: the uploaded ones).
+        False when busy, empty or no model chosen."""
         text = (self.prompt.value if text is None else text).strip()
         model = self.model.value
         if not text or not model or self._worker.busy:
             return False
+        pictures = images_base64(images) if images is not None else self.attached()
         self.prompt.value = ""
+        self.images.value = ()
         user = w.Output()
         user.outputs = markdown_outputs(f"**You:** {text}")
+        if pictures:
+            user.outputs = (*user.outputs, {"output_type": "display_data", "metadata": {},
+                                            "data": {"text/html": thumbnails_html(pictures),
+                                                     "text/plain": f"[{len(pictures)} image(s)]"}})
         reply = w.Output()
         reply.outputs = markdown_outputs(f"**{model}:** …")
         stats = w.HTML()
@@ -116,8 +130,8 @@ class ChatPanel(w.VBox):
 
         def job() -> None:
             started = time.perf_counter_ns()
-            chunks = self.backend.chat(model=model, messages=self.session.messages(text), options=options,
-                                       stream=True)
+            chunks = self.backend.chat(model=model, messages=self.session.messages(text, images=pictures),
+                                       options=options, stream=True)
             result = read_reply(
                 chunks,
                 model=model,
@@ -129,7 +143,8 @@ class ChatPanel(w.VBox):
             result.prompt = text
             result.session = self.session.name
             self.session.record(text, result.text, model, interrupted=result.interrupted,
-                                eval_count=result.timings.eval_count if result.timings else None)
+                                eval_count=result.timings.eval_count if result.timings else None,
+                                images=pictures)
             mark = " *[stopped]*" if result.interrupted else ""
             reply.outputs = markdown_outputs(f"**{model}:** {result.text}{mark}", result.metadata())
             stats.value = f"<small>{html.escape(result.stats_line())}</small>"

@@ -290,3 +290,19 @@ def test_allowed_hosts_accept_urls_and_jupyterhubs_public_name(start, monkeypatc
     for host in ("hub.example.org", "lab.example.net:8888", "me.hub.example.com"):
         assert http(server.url, "GET", "/api/tags", headers={"Host": host}).status == 200, host
     assert http(server.url, "GET", "/api/tags", headers={"Host": "hub.example.org.evil.example"}).status == 403
+
+
+def test_door_refusals_on_v1_messages_use_anthropics_shape_and_its_key_header_is_read(start):
+    import anthropic
+
+    server = start(api_key="s3cret")
+    refused = http(server.url, "POST", "/v1/messages", {"model": "m", "max_tokens": 1, "messages": []})
+    assert refused.status == 401
+    body = refused.json()
+    assert body["type"] == "error" and body["error"] == {"type": "authentication_error", "message": "unauthorized"}
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=server.url, api_key="wrong", max_retries=0).messages.create(
+            model="m", max_tokens=1, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(anthropic.NotFoundError):  # the key got it through the door: the model is unknown
+        anthropic.Anthropic(base_url=server.url, api_key="s3cret", max_retries=0).messages.create(
+            model="no-such-model", max_tokens=1, messages=[{"role": "user", "content": "hi"}])

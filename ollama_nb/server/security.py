@@ -14,7 +14,8 @@ to be declared (``OLLAMA_NB_ALLOWED_HOSTS``, or JupyterHub's ``JUPYTERHUB_PUBLIC
 proxy's ``X-Forwarded-*`` headers are not a reason to trust a request: a rebinding page is
 same-origin with the server and can send any header it likes.
 
-Errors are answered in the shape of the path's API: OpenAI's under ``/v1/``, Ollama's elsewhere.
+Errors are answered in the shape of the path's API: Anthropic's on ``/v1/messages``, OpenAI's
+under the rest of ``/v1/``, Ollama's elsewhere.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api.anthropic import error_body as anthropic_error_body
 from ..api.openai import error_body
 from ..base.errors import Forbidden, OllamaNbError, PayloadTooLarge, Unauthorized
 from .streaming import error_response, one_line
@@ -46,6 +48,7 @@ LISTEN_HOST: web.AppKey[str] = web.AppKey("ollama_nb.listen_host", str)
 ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 ALLOW_HEADERS = (
     "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,OpenAI-Beta,"
+    "x-api-key,anthropic-version,anthropic-beta,"
     "x-stainless-arch,x-stainless-async,x-stainless-custom-poll-interval,"
     "x-stainless-helper-method,x-stainless-lang,x-stainless-os,"
     "x-stainless-package-version,x-stainless-poll-helper,x-stainless-retry-count,"
@@ -220,7 +223,9 @@ def auth_middleware(api_key: str) -> Any:
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        if scheme.lower() != "bearer":  # the anthropic client sends its key as x-api-key
+            token = request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(token.strip().encode(), expected):
             raise Unauthorized()
         return await handler(request)
 
@@ -252,6 +257,9 @@ def _error_answer(request: web.Request, status: int, message: str, *, plain: boo
     """One error in the shape the path's clients parse: OpenAI's ``{"error": {"message", "type",
     "param", "code"}}`` under ``/v1/`` (the ``openai`` package reads ``error.message``), else
     Ollama's ``{"error": msg}``, or gin's plain text where Ollama answers with it (``plain``)."""
+    if request.path == "/v1/messages":  # the anthropic client reads Anthropic's shape
+        return web.json_response(anthropic_error_body(status, message), status=status, headers=headers,
+                                 dumps=_compact)
     if _is_openai_path(request.path):
         body = error_body(status, message).to_dict()
         return web.json_response(body, status=status, headers=headers, dumps=_compact)

@@ -16,27 +16,33 @@ def collect_generate(chunks: Iterator[GenerateResponse]) -> GenerateResponse:
     """The one response a non-streamed ``/api/generate`` returns: the last chunk's timings with
     every chunk's text and logprobs."""
     parts: list[str] = []
+    thoughts: list[str] = []
     logprobs: list[Logprob] = []
     final: GenerateResponse | None = None
     for chunk in chunks:
         parts.append(chunk.response)
+        thoughts.append(chunk.thinking or "")
         logprobs.extend(chunk.logprobs or [])
         final = chunk
     assert final is not None
-    return final.model_copy(update={"response": "".join(parts), "logprobs": logprobs or None})
+    return final.model_copy(update={"response": "".join(parts), "thinking": "".join(thoughts) or None,
+                                    "logprobs": logprobs or None})
 
 
 def collect_chat(chunks: Iterator[ChatResponse]) -> ChatResponse:
-    """The same for ``/api/chat``: the text and the tool calls of every chunk in one message."""
+    """The same for ``/api/chat``: the text, thinking and tool calls of every chunk in one message."""
     parts: list[str] = []
+    thoughts: list[str] = []
     calls: list[Any] = []
     logprobs: list[Logprob] = []
     final: ChatResponse | None = None
     for chunk in chunks:
         parts.append(chunk.message.content)
+        thoughts.append(chunk.message.thinking or "")
         calls.extend(chunk.message.tool_calls or [])
         logprobs.extend(chunk.logprobs or [])
         final = chunk
     assert final is not None
-    message = Message(role="assistant", content="".join(parts), tool_calls=calls or None)
+    message = Message(role="assistant", content="".join(parts), thinking="".join(thoughts) or None,
+                      tool_calls=calls or None)
     return final.model_copy(update={"message": message, "logprobs": logprobs or None})

@@ -46,6 +46,7 @@ from ..models.modelfile import Modelfile, render_modelfile
 from ..models.options import format_parameters, merge_options, validate_options
 from ..models.store import Store
 from ..prompt.building import chat_tokens, conversation, decode_image, generate_tokens
+from ..prompt.thinking import ThinkingParser, infer_tags
 from ..registry import pull_model, push_model
 from ..registry.bundled import find_bundled
 from ..runtime import Engine, GenerationJob, LoadParams, SamplingParams, json_grammar
@@ -390,11 +391,17 @@ class ModelManager:
         if req.images:
             _check_images(spec, req.images)
 
+        think, parser = _thinking(spec, req.think, template=req.template)
+        if req.raw:
+            parser = None
+
         def tokens_of(engine: Engine) -> list[int]:
             return generate_tokens(engine, spec, prompt=req.prompt, system=req.system, template=req.template,
-                                   suffix=req.suffix, raw=req.raw, context=req.context, images=req.images)
+                                   suffix=req.suffix, raw=req.raw, context=req.context, images=req.images,
+                                   think=think, on_text=parser.prompt_rendered if parser else None)
 
-        return self._generation(spec, req, started, ka, top, tokens_of, GenerateReplies(req.model, raw=req.raw))
+        replies = GenerateReplies(req.model, raw=req.raw, thinking=parser)
+        return self._generation(spec, req, started, ka, top, tokens_of, replies)
 
     # -- chat --
 
@@ -418,10 +425,13 @@ class ModelManager:
             if m.images:
                 _check_images(spec, m.images)
 
-        def tokens_of(engine: Engine) -> list[int]:
-            return chat_tokens(engine, spec, messages, tools=req.tools)
+        think, parser = _thinking(spec, req.think)
 
-        replies = ChatReplies(req.model, tool_names=[t.function.name for t in req.tools or []])
+        def tokens_of(engine: Engine) -> list[int]:
+            return chat_tokens(engine, spec, messages, tools=req.tools, think=think,
+                               on_text=parser.prompt_rendered if parser else None)
+
+        replies = ChatReplies(req.model, tool_names=[t.function.name for t in req.tools or []], thinking=parser)
         return self._generation(spec, req, started, ka, top, tokens_of, replies)
 
     # -- embeddings --
@@ -563,3 +573,18 @@ def _projector_info(path: str | None, *, verbose: bool) -> dict[str, Any] | None
     if not path:
         return None
     return read_gguf_info(path, max_array=None if verbose else 0).model_info
+
+
+def _thinking(spec: ModelSpec, think: bool | str | None, *, template: str | None = None
+              ) -> tuple[bool | str | None, ThinkingParser | None]:
+    """The ``think`` a prompt is rendered with, and the parser that splits the reply: a model
+    that can think thinks unless told not to (Ollama's default), and its template's tags say
+    where the thinking ends."""
+    if "thinking" not in spec.capabilities:
+        return think, None
+    if think is None:
+        think = True
+    if think is False:
+        return think, None
+    tags = infer_tags(template or spec.template or spec.chat_template or "")
+    return think, ThinkingParser(*tags) if tags else None

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ..api.types import ChatResponse, GenerateResponse, Logprob, Message, TokenLogprob
 from ..base.timings import Timings
+from ..prompt.thinking import ThinkingParser
 from ..prompt.toolcalls import may_start_tool_call, parse_tool_calls
 from ..runtime import GenerationResult, TokenPiece
 
@@ -44,20 +45,29 @@ def logprob_of(piece: TokenPiece) -> list[Logprob] | None:
 
 
 class GenerateReplies:
-    """``/api/generate``: text as it comes; the final chunk carries the context unless raw (the
-    text tokens only: an image's KV positions have no token ids to hand back)."""
+    """``/api/generate``: text as it comes (a thinking model's thinking in ``thinking``); the
+    final chunk carries the context unless raw (the text tokens only: an image's KV positions
+    have no token ids to hand back)."""
 
     endpoint = "generate"
 
-    def __init__(self, model: str, *, raw: bool) -> None:
+    def __init__(self, model: str, *, raw: bool, thinking: ThinkingParser | None = None) -> None:
         self.model = model
         self.raw = raw
+        self.thinking = thinking
 
-    def piece(self, piece: TokenPiece) -> GenerateResponse:
-        return GenerateResponse(model=self.model, response=piece.text, logprobs=logprob_of(piece))
+    def piece(self, piece: TokenPiece) -> GenerateResponse | None:
+        thought, text = self.thinking.feed(piece.text) if self.thinking is not None else ("", piece.text)
+        if not thought and not text and self.thinking is not None and piece.logprob is None:
+            return None
+        return GenerateResponse(model=self.model, response=text, thinking=thought or None,
+                                logprobs=logprob_of(piece))
 
     def flush(self) -> Iterator[GenerateResponse]:
-        return iter(())
+        if self.thinking is not None:
+            thought, text = self.thinking.flush()
+            if thought or text:
+                yield GenerateResponse(model=self.model, response=text, thinking=thought or None)
 
     def final(self, result: GenerationResult, timings: Timings, done_reason: str) -> GenerateResponse:
         return GenerateResponse.finished(timings, model=self.model, done=True, done_reason=done_reason,
@@ -65,29 +75,48 @@ class GenerateReplies:
 
 
 class ChatReplies:
-    """``/api/chat``: assistant messages; with tools offered, text that may open a tool call is
-    held until it either parses as calls (sent as ``tool_calls``) or cannot be one."""
+    """``/api/chat``: assistant messages; a thinking model's thinking goes in ``thinking``; with
+    tools offered, text that may open a tool call is held until it either parses as calls (sent
+    as ``tool_calls``) or cannot be one."""
 
     endpoint = "chat"
 
-    def __init__(self, model: str, *, tool_names: list[str]) -> None:
+    def __init__(self, model: str, *, tool_names: list[str], thinking: ThinkingParser | None = None) -> None:
         self.model = model
         self.tool_names = tool_names
+        self.thinking = thinking
         self._held: list[str] = []
         self._holding = bool(tool_names)
 
-    def piece(self, piece: TokenPiece) -> ChatResponse | None:
-        text = piece.text
+    def _content(self, text: str) -> str | None:
+        """What of ``text`` may be shown now (None: held, as it may open a tool call)."""
         if self._holding:
             self._held.append(text)
             if may_start_tool_call("".join(self._held)):
                 return None
             self._holding = False
             text, self._held = "".join(self._held), []
-        return ChatResponse(model=self.model, message=Message(role="assistant", content=text),
-                            logprobs=logprob_of(piece))
+        return text
+
+    def piece(self, piece: TokenPiece) -> ChatResponse | None:
+        thought, text = self.thinking.feed(piece.text) if self.thinking is not None else ("", piece.text)
+        content = self._content(text) if text or self.thinking is None else ""
+        if content is None and not thought:
+            return None
+        if not content and not thought and self.thinking is not None and piece.logprob is None:
+            return None
+        return ChatResponse(model=self.model, logprobs=logprob_of(piece),
+                            message=Message(role="assistant", content=content or "", thinking=thought or None))
 
     def flush(self) -> Iterator[ChatResponse]:
+        if self.thinking is not None:
+            thought, text = self.thinking.flush()
+            if thought:
+                yield ChatResponse(model=self.model, message=Message(role="assistant", content="", thinking=thought))
+            if text:
+                shown = self._content(text)
+                if shown:
+                    yield ChatResponse(model=self.model, message=Message(role="assistant", content=shown))
         if not self._held:
             return
         held, self._held = "".join(self._held), []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from ..api.types import Message, Tool
@@ -58,8 +59,11 @@ def render_chat(
     *,
     tools: list[Tool] | None = None,
     template: str | None = None,
+    think: bool | str | None = None,
 ) -> str:
-    """The prompt text for a conversation, with the generation prompt for the next reply."""
+    """The prompt text for a conversation, with the generation prompt for the next reply;
+    ``think`` reaches Go templates as ``.Think``/``.ThinkLevel`` and Jinja ones as
+    ``enable_thinking``."""
     tool_dicts = [t.to_dict() for t in tools] if tools else None
     go_template = template or spec.template
     if go_template is None and spec.chat_template:
@@ -69,11 +73,13 @@ def render_chat(
             tools=tool_dicts,
             bos_token=engine.bos_text,
             eos_token=engine.eos_text,
+            extra={"enable_thinking": think is not False} if think is not None else None,
         )
     return render_prompt(
         go_template or DEFAULT_TEMPLATE,
         messages=[m.to_dict() for m in messages],
         tools=tool_dicts,
+        think=think,
     )
 
 
@@ -122,16 +128,23 @@ def chat_tokens(
     messages: list[Message],
     *,
     tools: list[Tool] | None = None,
+    think: bool | str | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> list[int] | Any:
     """The prompt's tokens, or (when the messages carry images) a ``runtime.vision.MediaPrompt``
-    whose text and image chunks the engine evaluates."""
+    whose text and image chunks the engine evaluates. ``on_text`` sees the rendered prompt
+    (whether it opens a thinking tag decides how the reply is read)."""
+    images: list[bytes] = []
     if has_images(messages):
         marker = engine.media_marker
         if marker is None:
             raise InvalidRequest(NO_PROJECTOR)
-        marked, images = with_image_markers(messages, marker)
-        return engine.media_prompt(render_chat(engine, spec, marked, tools=tools), images)
-    text = render_chat(engine, spec, messages, tools=tools)
+        messages, images = with_image_markers(messages, marker)
+    text = render_chat(engine, spec, messages, tools=tools, think=think)
+    if on_text is not None:
+        on_text(text)
+    if images:
+        return engine.media_prompt(text, images)
     return engine.tokenize(text, add_special=True, parse_special=True)
 
 
@@ -146,6 +159,8 @@ def generate_tokens(
     raw: bool,
     context: list[int] | None,
     images: list[str] | None = None,
+    think: bool | str | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> list[int] | Any:
     """Tokens for /api/generate: raw text, fill-in-the-middle, or the templated conversation
     (a ``MediaPrompt`` when images come with the prompt)."""
@@ -163,7 +178,10 @@ def generate_tokens(
             return engine.media_prompt(marked[0].content, data)
         marked, data = with_image_markers(conversation(spec, [Message(role="user", content=prompt, images=images)],
                                                        system), marker)
-        return engine.media_prompt(render_chat(engine, spec, marked, template=template), data)
+        text = render_chat(engine, spec, marked, template=template, think=think)
+        if on_text is not None:
+            on_text(text)
+        return engine.media_prompt(text, data)
     if raw:
         if template or system or context:
             raise InvalidRequest("raw mode does not support template, system, or context")
@@ -178,7 +196,9 @@ def generate_tokens(
         turn = ([Message(role="system", content=system)] if system else []) + [user]
         text = render_chat(engine, spec, turn, template=template)
         return list(context) + engine.tokenize(text, add_special=False, parse_special=True)
-    text = render_chat(engine, spec, conversation(spec, [user], system), template=template)
+    text = render_chat(engine, spec, conversation(spec, [user], system), template=template, think=think)
+    if on_text is not None:
+        on_text(text)
     return engine.tokenize(text, add_special=True, parse_special=True)
 
 

@@ -169,6 +169,9 @@ def test_sidebar_chat_status_bar_and_completion_in_jupyterlab(page: Any, tmp_pat
         assert reply
         status_item = page.locator(".onb-statusbar")
         page.wait_for_function("() => /tok\\/s/.test(document.querySelector('.onb-statusbar')?.innerText || '')")
+        # the speed is noted when the reply ends, the loaded models once /api/ps answers after it
+        page.wait_for_function(f"() => (document.querySelector('.onb-statusbar')?.innerText || '')"
+                               f".includes('{SMOLLM}')")
         assert SMOLLM in status_item.inner_text()
         _shot(page, "3-chat")
 

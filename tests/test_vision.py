@@ -260,3 +260,11 @@ def test_generate_context_holds_only_real_tokens(manager, vision) -> None:
     assert reply.context and min(reply.context) >= 0
     with pytest.raises(InvalidRequest, match="outside this model's vocabulary"):
         manager.generate(model=VISION, prompt="And?", context=[1, -5, 2], stream=False, options=GREEDY)
+
+
+def test_ps_counts_the_projector(manager, vision, projector) -> None:
+    ask(manager, [png(11)])
+    plain = manager.chat(model=SMOLLM, messages=[{"role": "user", "content": "Hi"}], stream=False, options=GREEDY)
+    assert plain.done
+    sizes = {m.name: m.size for m in manager.ps().models}
+    assert sizes[VISION] == sizes[SMOLLM] + projector.stat().st_size  # same weights and context, plus the projector

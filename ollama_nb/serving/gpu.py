@@ -87,7 +87,8 @@ def choose_gpu_layers(spec: ModelSpec, num_gpu: Any, num_ctx: int) -> int:
     if not free:
         return 0
     layers = _layer_count(spec)
-    budget = max(free) - config.gpu_overhead_bytes() - COMPUTE_MARGIN - kv_cache_bytes(spec, num_ctx)
+    budget = (max(free) - config.gpu_overhead_bytes() - COMPUTE_MARGIN - kv_cache_bytes(spec, num_ctx)
+              - _projector_bytes(spec))  # the vision projector goes to the GPU first, as llama-server puts it
     weights = os.path.getsize(spec.model_path) if spec.model_path else 0
     per_layer = weights / max(layers + 1, 1)
     fit = int(budget // per_layer) if per_layer > 0 and budget > 0 else 0
@@ -97,11 +98,21 @@ def choose_gpu_layers(spec: ModelSpec, num_gpu: Any, num_ctx: int) -> int:
 
 
 def memory_estimate(spec: ModelSpec, engine: Engine, params: LoadParams) -> tuple[int, int]:
-    """(size, size_vram) for ``ps``: weights + KV cache, and the share of it on the GPU."""
-    total = engine.model_size + kv_cache_bytes(spec, params.num_ctx * params.num_parallel, params.kv_cache_type)
+    """(size, size_vram) for ``ps``: weights + KV cache + the vision projector, and the share of
+    it on the GPU (the projector is there whenever any layer is)."""
+    projector = _projector_bytes(spec)
+    model = engine.model_size + kv_cache_bytes(spec, params.num_ctx * params.num_parallel, params.kv_cache_type)
+    total = model + projector
     layers = _layer_count(spec)
     if params.num_gpu_layers == 0 or layers == 0:
         return total, 0
     if params.num_gpu_layers < 0 or params.num_gpu_layers > layers:
         return total, total
-    return total, int(total * params.num_gpu_layers / (layers + 1))
+    return total, int(model * params.num_gpu_layers / (layers + 1)) + projector
+
+
+def _projector_bytes(spec: ModelSpec) -> int:
+    try:
+        return os.path.getsize(spec.projector) if spec.projector else 0
+    except OSError:
+        return 0

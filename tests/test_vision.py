@@ -110,12 +110,24 @@ def test_generate_takes_images_too(manager, vision) -> None:
 def test_bad_images_get_clear_errors_and_text_models_refuse_them(manager, vision) -> None:
     with pytest.raises(InvalidRequest, match="illegal base64 data at input byte 3"):
         manager.chat(model=VISION, messages=[{"role": "user", "content": "x", "images": ["abc$"]}], stream=False)
-    with pytest.raises(InvalidRequest, match="unsupported or damaged image data"):
+    with pytest.raises(InvalidRequest, match="Failed to load image or audio file: image 0"):
         manager.chat(model=VISION, messages=[{"role": "user", "content": "x", "images": [b64(b"not an image")]}],
                      stream=False)
     with pytest.raises(InvalidRequest, match="image input is not supported - hint"):
         manager.chat(model=SMOLLM, messages=[{"role": "user", "content": "x", "images": [b64(png(1))]}], stream=False)
     assert ask(manager, [png(1)]).done  # the model still works after the refusals
+
+
+def test_webp_and_tiff_are_read_as_the_same_pixels(manager, vision) -> None:
+    import io
+
+    from PIL import Image
+
+    expected = ask(manager, [png(12)]).message.content
+    for fmt in ("WEBP", "TIFF"):  # llama.cpp reads neither; Pillow converts them, as Ollama converts WebP
+        out = io.BytesIO()
+        Image.open(io.BytesIO(png(12))).save(out, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+        assert ask(manager, [out.getvalue()]).message.content == expected, fmt
 
 
 def test_a_malformed_projector_is_a_clear_error_and_the_kernel_lives(manager, tmp_path) -> None:

@@ -159,14 +159,23 @@ class Projector:
         self.on_gpu = use_gpu
 
     def _bitmap(self, data: bytes, index: int) -> Any:
+        """A bitmap from an image file's bytes: what llama.cpp decodes itself (PNG, JPEG, BMP,
+        GIF), else what Pillow reads (WebP, TIFF ...) re-encoded as PNG, as Ollama converts WebP
+        before llama-server sees it."""
         mtmd = _mtmd()
-        buffer = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(data or b"\0")
-        bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(data), False)
+        bitmap = self._decode(data)
         if not bitmap:
-            raise InvalidRequest(f"image {index}: unsupported or damaged image data "
-                                 "(PNG, JPEG, BMP and GIF are supported)")
+            converted = _as_png(data)
+            bitmap = self._decode(converted) if converted else None
+        if not bitmap:
+            raise InvalidRequest(f"Failed to load image or audio file: image {index} is not image data "
+                                 "this server can read (PNG, JPEG, WebP, BMP, GIF, TIFF)")
         mtmd.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest().encode())
         return bitmap
+
+    def _decode(self, data: bytes) -> Any:
+        buffer = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(data or b"\0")
+        return _mtmd().mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(data), False)
 
     def prompt(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> MediaPrompt:
         """Cut ``text`` (one marker per image, in order) and ``images`` into chunks."""
@@ -229,6 +238,21 @@ class Projector:
         if self._ctx:
             _mtmd().mtmd_free(self._ctx)
             self._ctx = None
+
+
+def _as_png(data: bytes) -> bytes | None:
+    """``data`` re-encoded as PNG by Pillow, or None when Pillow cannot read it either."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="PNG")
+            return out.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _decode_tokens(lc: Any, lctx: Any, tokens: list[int], pos: int, seq: int, n_batch: int, *,

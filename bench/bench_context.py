@@ -11,11 +11,18 @@ the same sources with the same CPU flags (anchors.py).
    Turn N's first-token time shows what the turn costs: with prefix reuse only its new tokens are
    processed, however long the conversation. ``new tokens`` is what each side reports it
    processed (ours ``prompt_eval_count``, llama-server ``timings.prompt_n``).
+3. **Two chats taking turns.** Conversations A and B alternate on one sequence (``-np 1``, our
+   ``OLLAMA_NUM_PARALLEL=1``): each turn of A finds B's KV in the sequence. What saves the turn
+   is a prompt cache in RAM: ours (``OLLAMA_NB_PROMPT_CACHE_MB``, 256 by default) and
+   llama-server's (``--cache-ram``, 8192 MiB by default), each side with its shipped default.
 
 Every measurement runs the two sides in alternating order, ``--rounds`` times; the tables give
 medians and the ratio ours / llama-server (first token: below 1 is faster; tokens/s: above 1).
 
     python bench/bench_context.py [--lengths 512,2048,4096,8192] [--turns 12] [--rounds 3]
+                                  [--sections lengths,turns,interleaved]
+
+A run of some sections keeps the others' last results (from context.json).
 
 Results go to bench/results/context.{json,md,png}.
 """
@@ -160,6 +167,32 @@ def by_turn(ours: str, server: str, turns: int, rounds: int) -> list[dict[str, A
     return rows
 
 
+def by_interleaved(ours: str, server: str, turns: int, rounds: int) -> list[dict[str, Any]]:
+    """Two conversations, A then B each turn, on one sequence per side: every turn of one
+    finds the other's KV in the sequence, so only a prompt cache spares its history."""
+    per_turn: dict[tuple[int, str], dict[str, list[dict[str, float]]]] = {
+        (t, chat): {"ours": [], "llama-server": []} for t in range(turns) for chat in "AB"}
+    for r in range(rounds):
+        histories = {}
+        for chat in "AB":
+            system = [{"role": "system", "content": f"Chat {chat}, session {r}-{time.time_ns()}. You are concise."}]
+            histories[chat] = {"ours": list(system), "llama-server": list(system)}
+        for t in range(turns):
+            for chat in "AB":
+                question = f"{chat} asks {t + 1}: " + filler(75, t + r + (7 if chat == "B" else 0)) + ". And then?"
+                sides = [("ours", ours_chat, ours), ("llama-server", server_chat, server)]
+                for name, fn, url in (sides if (r + t) % 2 == 0 else sides[::-1]):
+                    history = histories[chat][name]
+                    history.append({"role": "user", "content": question})
+                    measured, reply = fn(url, history)
+                    history.append({"role": "assistant", "content": reply})
+                    per_turn[(t, chat)][name].append(measured)
+    rows = [{"turn": t + 1, "chat": chat, **_medians(runs)} for (t, chat), runs in per_turn.items()]
+    for row in rows:
+        print(f"  turn {row['turn']:>2}{row['chat']}: {_line(row)}", flush=True)
+    return rows
+
+
 def _medians(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, samples in runs.items():
@@ -232,6 +265,20 @@ def markdown(results: dict[str, Any]) -> str:
         md.append(f"| {row['turn']} | {o['new_tokens']:.0f} | {s['new_tokens']:.0f} | {o['ttft_ms']:.0f} ms "
                   f"| {s['ttft_ms']:.0f} ms | {row['ttft_ratio']:.2f} | {o['gen_tps']:.1f} | {s['gen_tps']:.1f} "
                   f"| {row['tps_ratio']:.2f} |")
+    if results.get("interleaved"):
+        md += ["", "## Two chats taking turns on one sequence", "",
+               ("Chats A and B alternate; each turn finds the other chat's KV in the sequence, so its own "
+                "history comes back only from a prompt cache in RAM (ours: 256 MB by default; "
+                "llama-server's `--cache-ram`: 8192 MiB by default). "
+                f"Measured {results.get('interleaved_date', results['date'])}."), "",
+               ("| turn | new tokens, ours | llama-server | first token, ours | llama-server | ratio "
+                "| tokens/s, ours | llama-server | ratio |"),
+               "|---|---|---|---|---|---|---|---|---|"]
+        for row in results["interleaved"]:
+            o, s = row["ours"], row["llama-server"]
+            md.append(f"| {row['turn']}{row['chat']} | {o['new_tokens']:.0f} | {s['new_tokens']:.0f} "
+                      f"| {o['ttft_ms']:.0f} ms | {s['ttft_ms']:.0f} ms | {row['ttft_ratio']:.2f} "
+                      f"| {o['gen_tps']:.1f} | {s['gen_tps']:.1f} | {row['tps_ratio']:.2f} |")
     return "\n".join(md) + "\n"
 
 
@@ -240,8 +287,13 @@ def main() -> None:
     ap.add_argument("--lengths", default="512,2048,4096,8192")
     ap.add_argument("--turns", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--interleaved-turns", type=int, default=6)
+    ap.add_argument("--sections", default="lengths,turns,interleaved")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    out = Path(args.out)
+    previous = json.loads((out / "context.json").read_text()) if (out / "context.json").exists() else {}
 
     models = tempfile.mkdtemp(prefix="bench-context-models-")
     os.environ["OLLAMA_MODELS"] = models
@@ -262,16 +314,25 @@ def main() -> None:
     try:
         ours_prompt(ours, "Hello")  # load the model
         server_prompt(server.url, "Hello")
-        print("fresh prompts:", flush=True)
-        results["lengths"] = by_length(ours, server.url, [int(x) for x in args.lengths.split(",")], args.rounds)
-        print("chat turns:", flush=True)
-        results["turns"] = by_turn(ours, server.url, args.turns, args.rounds)
+        for key in ("lengths", "turns", "interleaved"):  # what this run does not measure is kept
+            if key not in sections and key in previous:
+                results[key] = previous[key]
+                results[f"{key}_date"] = previous.get(f"{key}_date", previous.get("date"))
+        if "lengths" in sections:
+            print("fresh prompts:", flush=True)
+            results["lengths"] = by_length(ours, server.url, [int(x) for x in args.lengths.split(",")], args.rounds)
+        if "turns" in sections:
+            print("chat turns:", flush=True)
+            results["turns"] = by_turn(ours, server.url, args.turns, args.rounds)
+        if "interleaved" in sections:
+            print("two chats taking turns:", flush=True)
+            results["interleaved"] = by_interleaved(ours, server.url, args.interleaved_turns, args.rounds)
+            results["interleaved_date"] = results["date"]
     finally:
         proc.terminate()
         proc.wait()
         server.stop()
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "context.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / "context.png")

@@ -172,3 +172,31 @@ def test_thinking_asked_of_a_model_that_cannot_think_is_relaxed_as_in_ollama(cla
                                    thinking={"type": "enabled", "budget_tokens": 1024})
     assert [block.type for block in reply.content] == ["text"]
     assert reply.content[0].text == native(manager, 12).message.content
+
+
+def test_tool_use_round_trips_through_the_client_on_a_real_model(claude, tooly) -> None:
+    from .openai_fixtures import ASK_WEATHER, WEATHER
+
+    tool = {"name": WEATHER["function"]["name"], "description": WEATHER["function"]["description"],
+            "input_schema": WEATHER["function"]["parameters"]}
+    reply = claude.messages.create(model=tooly, max_tokens=40, tools=[tool], messages=ASK_WEATHER, extra_body=GREEDY)
+    assert reply.stop_reason == "tool_use"
+    (use,) = [block for block in reply.content if block.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == {"city": "London"} and use.id.startswith("call_")
+    with claude.messages.stream(model=tooly, max_tokens=40, tools=[tool], messages=ASK_WEATHER,
+                                extra_body=GREEDY) as stream:
+        streamed = stream.get_final_message()
+    assert [b.input for b in streamed.content if b.type == "tool_use"] == [{"city": "London"}]
+
+    def answer(result: str) -> Any:
+        return claude.messages.create(model=tooly, max_tokens=20, tools=[tool], extra_body=GREEDY, messages=[
+            *ASK_WEATHER, {"role": "assistant", "content": [use.model_dump()]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": result}]}])
+
+    follow = answer("Rainy, 12 degrees.")
+    assert follow.stop_reason in ("end_turn", "max_tokens") and follow.content[0].type == "text"
+    # the result reached the prompt: a longer one costs its extra tokens (each result is new)
+    short = answer("Sunny, 22 degrees.").usage.input_tokens
+    longer = answer("Drizzle, 9 degrees. Wind from the south at fifteen kilometres an hour, "
+                    "humidity ninety percent.").usage.input_tokens
+    assert longer - short >= 10

@@ -229,3 +229,25 @@ def test_a_failure_mid_stream_ends_it_with_response_failed() -> None:
     assert name == "response.failed" and data["sequence_number"] == 5
     assert data["response"]["status"] == "failed"
     assert data["response"]["error"] == {"code": "api_error", "message": "the model stopped"}
+
+
+def test_a_translated_stream_that_fails_ends_with_its_dialects_error_event() -> None:
+    import asyncio
+
+    from ollama_nb.base.errors import OllamaNbError
+    from ollama_nb.server.streaming import named_events
+
+    async def chunks():
+        yield ChatResponse(model="m", message=Message(role="assistant", content="Par"))
+        raise OllamaNbError("the model stopped")
+
+    async def collect() -> list[tuple[str | None, str]]:
+        source = chunks()
+        first = await source.__anext__()
+        stream = ResponsesStream("resp_1", "msg_1", ResponsesRequest(model="m", input="x"))
+        return [e async for e in named_events(source, first, stream.feed,
+                                              lambda exc: stream.failed("api_error", str(exc)))]
+
+    events = asyncio.run(collect())
+    assert [name for name, _ in events][-2:] == ["response.output_text.delta", "response.failed"]
+    assert json.loads(events[-1][1])["response"]["error"]["message"] == "the model stopped"

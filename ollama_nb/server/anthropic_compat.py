@@ -10,7 +10,6 @@ after that point ends the stream with an ``error`` event in Anthropic's shape, w
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +24,7 @@ from ..api.anthropic import (
     parse_body,
 )
 from .keys import MANAGER
-from .streaming import following, open_stream, send_events
+from .streaming import named_events, open_stream, send_events
 
 __all__ = ["setup_anthropic"]
 
@@ -51,19 +50,6 @@ def _error(exc: BaseException) -> web.Response:
     return _json(body, status)
 
 
-async def _events(chunks: AsyncIterator[Any], first: Any,
-                  stream: MessagesStream) -> AsyncGenerator[tuple[str | None, str], None]:
-    """``(event, data)`` pairs for ``first`` and the rest of ``chunks``; a failure of generation
-    ends them with an ``error`` event."""
-    try:
-        async for item in following(first, chunks):
-            for name, data in stream.feed(item):
-                yield name, _dumps(data)
-    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
-        _, body = error_for(exc)
-        yield "error", _dumps(body)
-
-
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``."""
     manager = request.app[MANAGER]
@@ -79,4 +65,5 @@ async def messages(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # noqa: BLE001 - every failure is answered in Anthropic's shape
         return _error(exc)
     translator = MessagesStream(message_id, req.model, estimated_input_tokens(req))
-    return await send_events(request, chunks, _events(chunks, first, translator), ping_interval=_PING_S)
+    events = named_events(chunks, first, translator.feed, lambda exc: [("error", error_for(exc)[1])])
+    return await send_events(request, chunks, events, ping_interval=_PING_S)

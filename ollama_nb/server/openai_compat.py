@@ -51,7 +51,7 @@ from ..api.openai_types import (
 from ..api.responses import ResponsesStream, complete_response, new_ids, responses_request
 from ..api.responses import parse_body as parse_responses_body
 from .keys import MANAGER
-from .streaming import following, open_stream, send_events
+from .streaming import following, named_events, open_stream, send_events
 
 __all__ = ["setup_openai"]
 
@@ -154,20 +154,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _stream_sse(request, chunks, first, translator.feed)
 
 
-async def _response_events(chunks: AsyncIterator[Any], first: Any,
-                           stream: ResponsesStream) -> AsyncGenerator[tuple[str | None, str], None]:
-    """The named events of a Responses stream; a failure of generation ends it with
-    ``response.failed`` carrying the error, as Ollama's Responses writer does."""
-    try:
-        async for item in following(first, chunks):
-            for name, data in stream.feed(item):
-                yield name, _line(data)
-    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
-        _, body = error_for(exc)
-        for name, data in stream.failed("api_error", body.error.message):
-            yield name, _line(data)
-
-
 async def responses(request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses`` (stateless: the conversation travels in ``input``)."""
     manager = request.app[MANAGER]
@@ -180,7 +166,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
         chunks, first = await open_stream(manager.achat(native))
     except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
         return _error(exc)
-    events = _response_events(chunks, first, ResponsesStream(response_id, item_id, req))
+    stream = ResponsesStream(response_id, item_id, req)
+    events = named_events(chunks, first, stream.feed,
+                          lambda exc: stream.failed("api_error", error_for(exc)[1].error.message))
     return await send_events(request, chunks, events, ping_interval=_PING_S)
 
 

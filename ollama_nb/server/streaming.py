@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -240,6 +240,23 @@ async def following(first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[Any
             item = await chunks.__anext__()
         except StopAsyncIteration:
             item = None
+
+
+Event = tuple[str, Any]
+
+
+async def named_events(chunks: AsyncIterator[Any], first: Any, feed: Callable[[Any], Sequence[Event]],
+                       failed: Callable[[Exception], Sequence[Event]]) -> AsyncGenerator[tuple[str | None, str], None]:
+    """``(event, data)`` pairs of a translated stream with named events (Anthropic's, the
+    Responses API's): each native chunk ``feed`` into its events; a failure of generation or
+    translation ends the stream with the events ``failed`` makes of it (the dialect's error)."""
+    try:
+        async for item in following(first, chunks):
+            for name, data in feed(item):
+                yield name, dumps(data).decode()
+    except Exception as exc:  # noqa: BLE001 - after the first byte: report in-band
+        for name, data in failed(exc):
+            yield name, dumps(data).decode()
 
 
 async def send_events(request: web.Request, chunks: AsyncIterator[Any],

@@ -563,8 +563,8 @@ def _check_images(spec: ModelSpec, images: list[str]) -> None:
     llama-server), and every image must be base64."""
     if not spec.projector:
         raise InvalidRequest(NO_PROJECTOR)
-    for i, data in enumerate(images):
-        decode_image(data, i)
+    for data in images:
+        decode_image(data)
 
 
 def _projector_info(path: str | None, *, verbose: bool) -> dict[str, Any] | None:

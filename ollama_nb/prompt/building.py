@@ -83,7 +83,7 @@ def render_chat(
     )
 
 
-def decode_image(data: str, index: int = 0) -> bytes:
+def decode_image(data: str) -> bytes:
     """An image's base64 text as bytes; Go's error text for bad base64 (Ollama decodes images
     with Go's JSON, so a client sees ``illegal base64 data at input byte N``)."""
     text = data.replace("\r", "").replace("\n", "")
@@ -113,7 +113,7 @@ def with_image_markers(messages: list[Message], marker: str) -> tuple[list[Messa
             continue
         content, prefix = m.content, ""
         for data in m.images:
-            images.append(decode_image(data, len(images)))
+            images.append(decode_image(data))
             if "[img]" in content:
                 content = content.replace("[img]", marker, 1)
             else:

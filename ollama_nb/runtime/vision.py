@@ -119,7 +119,6 @@ class MediaPrompt:
     chunks: Any  # mtmd_input_chunks_p, owned: free with close()
     tokens: list[int]
     spans: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, chunk index)
-    images: int = 0
 
     def safe_prefix(self, n: int) -> int:
         """``n`` moved back to the start of the image it would cut through, if any."""
@@ -156,7 +155,6 @@ class Projector:
             raise CorruptModel(path, "this projector has no vision encoder")
         self.marker: str = mtmd.mtmd_default_marker().decode()
         self.use_mrope = bool(mtmd.mtmd_decode_use_mrope(self._ctx))
-        self.on_gpu = use_gpu
 
     def _bitmap(self, data: bytes, index: int) -> Any:
         """A bitmap from an image file's bytes: what llama.cpp decodes itself (PNG, JPEG, BMP,
@@ -198,7 +196,7 @@ class Projector:
         finally:
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
-        media = MediaPrompt(chunks=chunks, tokens=[], images=len(images))
+        media = MediaPrompt(chunks=chunks, tokens=[])
         image = 0
         for index in range(mtmd.mtmd_input_chunks_size(chunks)):
             chunk = mtmd.mtmd_input_chunks_get(chunks, index)

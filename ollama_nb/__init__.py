@@ -13,7 +13,15 @@ from .base.version import __version__
 if TYPE_CHECKING:
     from .base.errors import OllamaNbError
     from .manager.core import ModelManager
-    from .notebook.functions import chat, compare, embed, generate
+    from .notebook.functions import (
+        chat,
+        compare,
+        connect,
+        disconnect,
+        embed,
+        generate,
+        list_backends,
+    )
     from .server.lifecycle import serve
 
 __all__ = [
@@ -22,15 +30,18 @@ __all__ = [
     "__version__",
     "chat",
     "compare",
+    "connect",
     "default_manager",
+    "disconnect",
     "embed",
     "generate",
+    "list_backends",
     "load_ipython_extension",
     "serve",
     "unload_ipython_extension",
 ]
 
-_NOTEBOOK_API = frozenset({"chat", "generate", "embed", "compare"})
+_NOTEBOOK_API = frozenset({"chat", "generate", "embed", "compare", "connect", "disconnect", "list_backends"})
 
 def default_manager() -> ModelManager:
     """The process-wide manager that the CLI, magics and widgets share."""

@@ -33,6 +33,8 @@ from .api.types import (
 )
 from .base import config
 from .base.errors import (
+    BackendError,
+    BackendUnauthorized,
     Forbidden,
     InvalidRequest,
     ModelNotFound,
@@ -99,6 +101,106 @@ def _error(status: int, text: str, model: str | None) -> OllamaNbError:
     return exc
 
 
+def error_text(payload: str) -> str:
+    """The message of an error body: Ollama's ``{"error": "..."}``, OpenAI's ``{"error":
+    {"message": ...}}``, or the body itself."""
+    try:
+        text = json.loads(payload).get("error", payload)
+        if isinstance(text, dict):
+            text = text.get("message", str(text))
+    except (ValueError, AttributeError):
+        text = payload.strip()
+    return str(text)
+
+
+def unreachable(backend: str, url: str, detail: str) -> BackendError:
+    """A named backend that cannot be reached (or broke off): one line naming it."""
+    return BackendError(f"backend {backend!r} at {url}: {detail}",
+                        hint=f"the other backends still work; `%ollama disconnect {backend}` removes it")
+
+
+def refused_key(backend: str, url: str, api_key_env: str | None, text: str) -> BackendUnauthorized:
+    """A 401 from a named backend: say which environment variable the key is read from."""
+    if api_key_env and not os.environ.get(api_key_env):
+        step = f"set the environment variable {api_key_env} to its API key ({api_key_env} is not set)"
+    elif api_key_env:
+        step = f"set the environment variable {api_key_env} to a key this backend accepts"
+    else:
+        step = "reconnect it with --api-key-env VAR and set the environment variable VAR to its API key"
+    return BackendUnauthorized(f"backend {backend!r} at {url} refused the request (401 {text or 'unauthorized'})",
+                               hint=step)
+
+
+class HttpFailure(Exception):
+    """An HTTP error answer: its status and the message its body carried."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+class Unreachable(Exception):
+    """No answer at all (refused, reset, timed out), with the operating system's words."""
+
+
+class Transport:
+    """One request per connection over ``http.client`` to a base URL (with its path prefix).
+
+    Raises :class:`HttpFailure` for a 4xx/5xx answer and :class:`Unreachable` when no answer came;
+    each caller turns those into its own errors (a remote Ollama's, an OpenAI engine's)."""
+
+    def __init__(self, url: str, *, timeout: float | None, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self._scheme = parts.scheme
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.headers = headers
+
+    def connection(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        return cls(self._host, self._port, timeout=self.timeout)
+
+    def open(self, method: str, path: str, body: Any = None, *, raw: Any = None,
+             extra_headers: dict[str, str] | None = None
+             ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request; return the open connection and a 2xx response, or raise."""
+        headers = dict(self.headers)
+        headers.update(extra_headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self.connection()
+        try:
+            conn.request(method, self.prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+        except OSError as exc:
+            conn.close()
+            raise Unreachable(exc.strerror or str(exc) or type(exc).__name__) from None
+        except BaseException:
+            conn.close()
+            raise
+        if resp.status >= 400:
+            try:
+                payload = resp.read().decode("utf-8", "replace")
+            finally:
+                conn.close()
+            raise HttpFailure(resp.status, error_text(payload))
+        return conn, resp
+
+
+def read_line(resp: http.client.HTTPResponse) -> bytes:
+    """One line of a streamed body; a connection that dies mid-body raises :class:`Unreachable`."""
+    try:
+        return resp.readline()
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"the reply broke off: {exc or type(exc).__name__}") from None
+
+
 def _typed(lines: Iterator[dict[str, Any]], cls: Any) -> Iterator[Any]:
     """Parse each line into ``cls``; closing this closes the connection underneath at once."""
     try:
@@ -119,67 +221,44 @@ class Client:
     """
 
     def __init__(self, host: str | None = None, *, timeout: float | None = None,
-                 api_key: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 api_key: str | None = None, headers: dict[str, str] | None = None,
+                 backend: str | None = None, api_key_env: str | None = None) -> None:
         self.url = parse_host(host if host is not None else os.environ.get("OLLAMA_HOST"))
-        parts = urlsplit(self.url)
-        self._scheme = parts.scheme
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
         self.timeout = timeout
         self.headers = {"Accept": "application/json", "User-Agent": "ollama_nb-client", **(headers or {})}
-        if api_key is None:
-
+        self.backend = backend
+        self.api_key_env = api_key_env
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env)
+        elif api_key is None and backend is None:
             api_key = config.api_key()
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self._transport = Transport(self.url, timeout=timeout, headers=self.headers)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
     # ---- transport ---------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.timeout)
-
     def _open(self, method: str, path: str, body: Any = None, *, model: str | None = None,
               raw: Any = None, extra_headers: dict[str, str] | None = None
               ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send a request; return the open connection and a 2xx response, or raise."""
-        headers = dict(self.headers)
-        headers.update(extra_headers or {})
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn = self._connection()
         try:
-            conn.request(method, self._prefix + path, body=data, headers=headers)
-            resp = conn.getresponse()
-        except OSError as exc:
-            conn.close()
+            return self._transport.open(method, path, body, raw=raw, extra_headers=extra_headers)
+        except Unreachable as exc:
+            if self.backend is not None:
+                raise unreachable(self.backend, self.url, f"unreachable: {exc}") from None
             raise OllamaNbError(
-                f"could not connect to the server at {self.url}: {exc.strerror or exc}",
+                f"could not connect to the server at {self.url}: {exc}",
                 hint="is it running? start one with `%ollama serve`, or go back to this kernel's "
                 "models with `%ollama connect --local`",
             ) from None
-        except BaseException:
-            conn.close()
-            raise
-        if resp.status >= 400:
-            try:
-                payload = resp.read().decode("utf-8", "replace")
-            finally:
-                conn.close()
-            try:
-                text = json.loads(payload).get("error", payload)
-                if isinstance(text, dict):  # the OpenAI shape {"error": {"message": ...}}
-                    text = text.get("message", str(text))
-            except (ValueError, AttributeError):
-                text = payload.strip()
-            raise _error(resp.status, str(text), model)
-        return conn, resp
+        except HttpFailure as exc:
+            if exc.status == 401 and self.backend is not None:
+                raise refused_key(self.backend, self.url, self.api_key_env, exc.text) from None
+            raise _error(exc.status, exc.text, model) from None
 
     def _call(self, method: str, path: str, body: Any = None, *, model: str | None = None) -> Any:
         conn, resp = self._open(method, path, body, model=model)
@@ -193,7 +272,10 @@ class Client:
         """NDJSON objects until the server ends the stream; an ``error`` line raises."""
         try:
             while True:
-                line = resp.readline()
+                try:
+                    line = read_line(resp)
+                except Unreachable as exc:
+                    raise unreachable(self.backend or "server", self.url, str(exc)) from None
                 if not line:
                     return
                 if not line.strip():
@@ -339,4 +421,5 @@ class Client:
         return EmbedResponse.model_validate(self._call("POST", "/api/embed", self._body(req), model=req.model))
 
 
-__all__ = ["Client", "parse_host"]
+__all__ = ["Client", "HttpFailure", "Transport", "Unreachable", "error_text", "parse_host", "read_line",
+           "refused_key", "unreachable"]

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import ollama_nb
@@ -63,7 +64,8 @@ def test_embed(current: Any) -> None:
 def test_compare_returns_one_row_per_model_and_prompt(current: Any) -> None:
     prompts = ["Name a colour.", "Name an animal."]
     df = ollama_nb.compare([SMOLLM, GEMMA], prompts, options={**GREEDY, "num_predict": 6})
-    assert list(df.columns) == ["model", "prompt", "reply", *TIMING_COLUMNS]
+    assert list(df.columns) == ["model", "prompt", "reply", *TIMING_COLUMNS, "error"]
+    assert (df["timed_by"] == "engine").all() and df["error"].isna().all()  # the kernel timed its own replies
     assert {"eval_count", "tokens_per_second", "ttft_s", "load_s", "queue_s", "total_s"} <= set(df.columns)
     assert list(zip(df["prompt"], df["model"])) == [(p, m) for p in prompts for m in (SMOLLM, GEMMA)]
     assert (df["eval_count"] == 6).all() and df["reply"].str.len().gt(0).all()
@@ -74,11 +76,11 @@ def test_compare_returns_one_row_per_model_and_prompt(current: Any) -> None:
     assert df.iloc[0]["reply"] == direct.message.content  # the same reply a plain chat gives
 
 
-def test_compare_unknown_model_fails_clearly(current: Any) -> None:
-    from ollama_nb.base.errors import ModelNotFound
-
-    with pytest.raises(ModelNotFound):
-        ollama_nb.compare(["nosuchmodel:1b"], "hi")
+def test_compare_unknown_model_is_a_row_with_its_error(current: Any) -> None:
+    df = ollama_nb.compare(["nosuchmodel:1b", SMOLLM], "hi", options={**GREEDY, "num_predict": 4})
+    bad, good = df.iloc[0], df.iloc[1]
+    assert "model 'nosuchmodel:1b' not found" in bad["error"] and bad["reply"] == "" and pd.isna(bad["eval_count"])
+    assert pd.isna(good["error"]) and good["eval_count"] == 4  # the other models still ran
 
 
 def test_comparison_plots(current: Any) -> None:

@@ -212,3 +212,19 @@ class ServerStopping(OllamaNbError):
 
     def __init__(self) -> None:
         super().__init__("server is shutting down")
+
+
+class BackendError(OllamaNbError):
+    """A remote backend (a named Ollama server or OpenAI-compatible engine) could not be reached,
+    broke off a reply, or answered something this side cannot read. 502, as a gateway answers
+    for an upstream that failed; the message names the backend, so one bad backend never reads
+    like a failure of the kernel's own models."""
+
+    status = 502
+
+
+class BackendUnauthorized(OllamaNbError):
+    """A remote backend refused the API key (or wanted one): 401, naming the environment variable
+    the key is read from, since a notebook never holds the key itself."""
+
+    status = 401

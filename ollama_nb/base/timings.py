@@ -9,6 +9,12 @@ Durations are integer nanoseconds, named as Ollama names them (``eval_duration``
 table shows (:data:`COLUMNS`) are derived from them in seconds, once, here. ``queue_duration`` and
 ``ttft_duration`` are ours: Ollama does not report the wait for a busy model or the time to the
 first token, and users compare exactly those.
+
+A remote engine reports less: a remote Ollama has no time to first token, an OpenAI-compatible
+engine reports token counts and (llama-server) prompt and generation times, or (vLLM) none. What
+it does not report is either measured on the caller's side, and named in :attr:`Timings.client_side`,
+or left out and named in :attr:`Timings.absent`; a table then shows ``None`` rather than a zero that
+was never measured, and its ``timed_by`` column says which numbers were measured where.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ COLUMNS = (
     "prompt_eval_s",
     "eval_s",
     "total_s",
+    "timed_by",
 )
 
 #: How a plot or a widget labels each column.
@@ -56,6 +63,15 @@ LABELS: dict[str, str] = {
     "prompt_eval_s": "prompt eval time (s)",
     "eval_s": "generation time (s)",
     "total_s": "total time (s)",
+    "timed_by": "timed by",
+}
+
+#: The field each table column is read from, for marking a column absent or measured here.
+_SOURCE = {
+    "prompt_eval_count": "prompt_eval_count", "eval_count": "eval_count",
+    "tokens_per_second": "eval_duration", "prompt_tokens_per_second": "prompt_eval_duration",
+    "ttft_s": "ttft_duration", "load_s": "load_duration", "queue_s": "queue_duration",
+    "prompt_eval_s": "prompt_eval_duration", "eval_s": "eval_duration", "total_s": "total_duration",
 }
 
 
@@ -77,6 +93,10 @@ class Timings:
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
+    #: Fields measured by the caller (the kernel) rather than by the engine that ran the model.
+    client_side: tuple[str, ...] = ()
+    #: Fields nobody measured (the engine does not report them, and they cannot be seen from here).
+    absent: tuple[str, ...] = ()
 
     @classmethod
     def from_ollama(cls, reply: Any, *, ttft_duration: int | None = None) -> Timings:
@@ -122,18 +142,27 @@ class Timings:
 
     # ---- shapes ----------------------------------------------------------------------------
 
+    @property
+    def timed_by(self) -> str:
+        """``engine`` when the engine that ran the model measured every number shown, else
+        ``client-side: ...`` naming the columns measured here, on the caller's side."""
+        here = [c for c, f in _SOURCE.items() if f in self.client_side]
+        return f"client-side: {', '.join(here)}" if here else "engine"
+
     def ollama_fields(self) -> dict[str, int]:
         """The fields of Ollama's final chunk (``total_duration`` ... ``eval_duration``)."""
         return {k: getattr(self, k) for k in OLLAMA_FIELDS}
 
     def row(self) -> dict[str, Any]:
         """One table row's timing part: :data:`COLUMNS`, in order."""
-        return {k: getattr(self, k) for k in COLUMNS}
+        return {k: None if _SOURCE.get(k) in self.absent else getattr(self, k) for k in COLUMNS}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-safe: the nanosecond fields plus the derived speeds (notebook output
         metadata, so a saved notebook records how fast each reply was)."""
         data = asdict(self)
+        data["client_side"] = list(self.client_side)
+        data["absent"] = list(self.absent)
         data["tokens_per_second"] = self.tokens_per_second
         data["prompt_tokens_per_second"] = self.prompt_tokens_per_second
         return data

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from ..base import config
 from ..base.errors import InvalidRequest, OllamaNbError
@@ -136,6 +137,22 @@ def cmd_info(args: argparse.Namespace) -> None:
     sys.stdout.write(format_info(info))
 
 
+def _served() -> Any:
+    """The manager, or with ``OLLAMA_NB_ROUTE_BACKENDS=1`` a router over it and the backends of
+    ``OLLAMA_NB_BACKENDS`` (so this server's clients reach ``NAME/model`` too)."""
+    from ..backends.settings import route_from_env, specs_from_env
+
+    manager = _manager()
+    if not route_from_env():
+        return manager
+    from ..backends.router import Router
+
+    router = Router(manager)
+    for spec in specs_from_env():
+        router.register(spec)
+    return router
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """``ollama serve``: Ollama's API in the foreground on OLLAMA_HOST (127.0.0.1:11434) until
     SIGINT/SIGTERM; the store, keep-alive, queue and CORS settings come from the same OLLAMA_*
@@ -150,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server = serve(_manager(), setting.host, setting.port)
+        server = serve(_served(), setting.host, setting.port)
         print(f"Listening on {server.url} (ollama-nb {__version__}, Ollama API {config.api_version()})",
               file=sys.stderr, flush=True)
         while not stop.wait(0.5):

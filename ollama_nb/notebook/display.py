@@ -32,7 +32,7 @@ FORMATS: tuple[str, ...] = ("markdown", "text", "json", "code")
 
 #: The columns of a comparison table (``ollama_nb.compare``, the comparison widget): what was
 #: asked of which model and its answer, then the one timing column list.
-ROW_COLUMNS = ("model", "prompt", "reply", *TIMING_COLUMNS)
+ROW_COLUMNS = ("model", "prompt", "reply", *TIMING_COLUMNS, "error")
 
 # The metadata keys of a reply cut short: the same keys as a finished one, all None, so a saved
 # notebook's outputs have one schema.
@@ -57,6 +57,7 @@ class ChatResult:
     value: Any = None  # the parsed object (json) or the extracted code (code)
     timings: Timings | None = None
     context: list[int] | None = field(default=None, repr=False)
+    error: str | None = None  # why the reply broke off (a remote backend failed mid-stream)
 
     def metadata(self) -> dict[str, Any]:
         """Output metadata: which model, which session, and the timings of this reply."""
@@ -68,6 +69,7 @@ class ChatResult:
                 "format": self.format,
                 "done_reason": self.done_reason,
                 "interrupted": self.interrupted,
+                "error": self.error,
                 **(self.timings.to_dict() if self.timings else _NO_TIMINGS),
             }
         }
@@ -75,7 +77,7 @@ class ChatResult:
     def row(self) -> dict[str, Any]:
         """One comparison-table row (see ``ROW_COLUMNS``)."""
         timing = self.timings.row() if self.timings else dict.fromkeys(TIMING_COLUMNS)
-        return {"model": self.model, "prompt": self.prompt, "reply": self.text, **timing}
+        return {"model": self.model, "prompt": self.prompt, "reply": self.text, **timing, "error": self.error}
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "context"}
@@ -92,7 +94,9 @@ class ChatResult:
                 parts.append(f"{t.tokens_per_second:.1f} tokens/s")
             if t.ttft_s is not None:
                 parts.append(f"first token {t.ttft_s:.2f} s")
-        if self.interrupted:
+        if self.error:
+            parts.append(f"broken off: {self.error}")
+        elif self.interrupted:
             parts.append("interrupted")
         return " · ".join(parts)
 
@@ -107,8 +111,9 @@ class ChatResult:
 
 def render(result: ChatResult) -> dict[str, Any]:
     """The MIME bundle of a finished reply, by its format."""
-    note = "\n\n*[interrupted]*" if result.interrupted else ""
-    plain = result.text + ("\n[interrupted]" if result.interrupted else "")
+    mark = f"broken off: {result.error}" if result.error else "interrupted"
+    note = f"\n\n*[{mark}]*" if result.interrupted else ""
+    plain = result.text + (f"\n[{mark}]" if result.interrupted else "")
     if result.format == "text":
         return {"text/plain": plain}
     if result.format == "json" and result.value is not None:
@@ -178,6 +183,17 @@ def models_table(listing: Any) -> Any:
         for x in listing.models
     ]
     return pd.DataFrame(rows, columns=["name", "id", "size", "family", "parameters", "quantization", "modified"])
+
+
+def backends_table(health: Any) -> Any:
+    """``%ollama backends``: each backend (the kernel's own first), whether it answers, how many
+    models it has and how long listing them took."""
+    import pandas as pd
+
+    columns = ["name", "kind", "url", "status", "models", "latency_ms", "api_key_env"]
+    rows = [{"name": h.name, "kind": h.kind, "url": h.url, "status": h.status,
+             "models": h.models, "latency_ms": h.latency_ms, "api_key_env": h.api_key_env or ""} for h in health]
+    return pd.DataFrame(rows, columns=columns).astype({"models": "Int64"})
 
 
 def _processor(size: int, vram: int) -> str:
@@ -289,6 +305,7 @@ __all__ = [
     "ChatResult",
     "DisplayStream",
     "TextStream",
+    "backends_table",
     "error_line",
     "extract_code",
     "loaded_table",

@@ -54,8 +54,9 @@ COLUMNS = ("seq", "time", *RECORD_COLUMNS, *TIMING_COLUMNS)
 
 _DTYPES = {
     "seq": "int64", "started_at": "float64", "endpoint": "object", "model": "object",
-    "done_reason": "object", "prompt_eval_count": "int64", "eval_count": "int64",
-    **{c: "float64" for c in TIMING_COLUMNS if c not in ("prompt_eval_count", "eval_count")},  # None -> NaN
+    "done_reason": "object", "prompt_eval_count": "Int64", "eval_count": "Int64",  # a remote may not count
+    "timed_by": "object",
+    **{c: "float64" for c in TIMING_COLUMNS if c not in ("prompt_eval_count", "eval_count", "timed_by")},  # None -> NaN
 }
 
 Listener = Callable[[int, RequestRecord], None]

@@ -3,7 +3,9 @@
 ``%load_ext ollama_nb`` registers one :class:`OllamaMagics` per shell. Its settings are traitlets,
 so ``%config OllamaMagics.default_model = "gemma3:270m"`` or an ``ipython_config.py`` set them.
 The magics call the models in this kernel (``ollama_nb.default_manager()``), or a server named
-with ``%ollama connect URL`` / ``OllamaMagics.host``; see :mod:`ollama_nb.notebook.connection`.
+with ``%ollama connect URL`` / ``OllamaMagics.host``, and beside them the named backends of
+``%ollama connect NAME URL`` / ``OllamaMagics.backends`` (``NAME/model`` runs there); see
+:mod:`ollama_nb.notebook.connection`.
 
 Every failure is one line on stderr (``Error: model 'x' not found (try `%ollama pull x`)``), a
 bad argument prints the usage, and the shell stays usable. This package is the only place that
@@ -38,6 +40,16 @@ class OllamaMagics(Magics):
         help="URL of an Ollama server to use instead of this kernel's models (None: in-kernel). "
         "%ollama connect sets it.",
     ).tag(config=True)
+    backends = Dict(
+        help="Named backends to register when the extension loads, for example "
+        '{"gpu": {"url": "http://gpu-box:11434"}, "vllm": {"url": "http://vllm:8000/v1", "kind": "openai", '
+        '"api_key_env": "VLLM_API_KEY"}} (the same shape as OLLAMA_NB_BACKENDS). Keys are read from the '
+        "environment variables named, never stored here.",
+    ).tag(config=True)
+    route_backends = Bool(
+        False, help="Let the server %ollama serve starts route NAME/model requests to the named backends "
+        "(also on with OLLAMA_NB_ROUTE_BACKENDS=1).",
+    ).tag(config=True)
     max_history = Int(
         20, help="Past turns of a %%chat session sent with each prompt (0: none, -1: all).",
     ).tag(config=True)
@@ -62,12 +74,40 @@ class OllamaMagics(Magics):
         self._manager: Any = None
         if self.host:
             backends.connect(self.host)
+        self._register_configured(self.backends)
 
     # ---- which models -----------------------------------------------------------------------
 
     @observe("host")
     def _host_changed(self, change: Any) -> None:
         backends.connect(change["new"] or None)
+
+    @observe("backends")
+    def _backends_changed(self, change: Any) -> None:
+        self._register_configured(change["new"])
+
+    @staticmethod
+    def _register_configured(configured: dict[str, Any]) -> None:
+        from ...backends.settings import specs_from_mapping
+
+        for spec in specs_from_mapping(configured or {}, source="OllamaMagics.backends"):
+            backends.router().register(spec)
+
+    def qualified(self, model: str, backend: str | None) -> str:
+        """``model`` as the name that runs it on ``backend`` (``--backend NAME``)."""
+        from ...backends.settings import LOCAL
+
+        if not backend or backend == LOCAL or model.startswith(f"{backend}/"):
+            return model
+        backends.router().entry(backend)  # an unknown name is an error, not a local model
+        return f"{backend}/{model}"
+
+    @property
+    def local_backend(self) -> Any:
+        """This kernel's models (or the one server ``%ollama connect URL`` switched to)."""
+        if backends.connected_url():
+            return backends.local()
+        return self._manager if self._manager is not None else backends.local()
 
     def use_manager(self, manager: Any) -> None:
         """Run these magics on ``manager`` (a ModelManager, or anything with its methods)
@@ -76,9 +116,8 @@ class OllamaMagics(Magics):
 
     @property
     def backend(self) -> Any:
-        if backends.connected_url():
-            return backends.current()
-        return self._manager if self._manager is not None else backends.current()
+        """What the magics talk to: the local backend, or a router over it and the named ones."""
+        return backends.current(self.local_backend)
 
     # ---- the magics -------------------------------------------------------------------------
 

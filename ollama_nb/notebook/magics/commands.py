@@ -9,9 +9,11 @@ into one line.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ...backends.settings import route_from_env
 from ...base.errors import InvalidRequest, OllamaNbError
 from ...manager.info import format_info
 from ...models.modelfile import parse_modelfile
@@ -56,19 +58,42 @@ def show_progress(events: Iterable[ProgressResponse], what: str) -> None:
 
 
 def cmd_pull(m: OllamaMagics, args: Any, cell: str | None) -> None:
-    show_progress(m.backend.pull(args.model, insecure=args.insecure), f"pull of {args.model}")
+    name = m.qualified(args.model, args.backend)
+    show_progress(m.backend.pull(name, insecure=args.insecure), f"pull of {name}")
 
 
 def cmd_push(m: OllamaMagics, args: Any, cell: str | None) -> None:
     show_progress(m.backend.push(args.model, insecure=args.insecure), f"push of {args.model}")
 
 
+def _one_backend(m: OllamaMagics, name: str | None) -> Any:
+    """``--backend NAME``'s own client (its names unprefixed), or everything."""
+    from ...backends.settings import LOCAL
+
+    if not name:
+        return None
+    return m.local_backend if name == LOCAL else backends.router().entry(name).backend
+
+
+def _skipped(backend: Any) -> None:
+    """One line per backend a listing had to leave out; the table shows the others."""
+    for name, line in getattr(backend, "problems", {}).items():
+        if name in getattr(backend, "names", list)():
+            print(f"Error: {line} (left out of this listing)", file=sys.stderr)
+
+
 def cmd_list(m: OllamaMagics, args: Any, cell: str | None) -> Any:
-    return models_table(m.backend.list())
+    backend = _one_backend(m, args.backend) or m.backend
+    table = models_table(backend.list())
+    _skipped(backend)
+    return table
 
 
 def cmd_ps(m: OllamaMagics, args: Any, cell: str | None) -> Any:
-    return loaded_table(m.backend.ps())
+    backend = _one_backend(m, args.backend) or m.backend
+    table = loaded_table(backend.ps())
+    _skipped(backend)
+    return table
 
 
 def cmd_info(m: OllamaMagics, args: Any, cell: str | None) -> None:
@@ -108,6 +133,7 @@ def show_text(info: ShowResponse, args: Any) -> str:
 
 
 def cmd_show(m: OllamaMagics, args: Any, cell: str | None) -> None:
+    args.model = m.qualified(args.model, args.backend)
     print(show_text(m.backend.show(args.model, verbose=args.verbose), args))
 
 
@@ -182,26 +208,66 @@ def cmd_serve(m: OllamaMagics, args: Any, cell: str | None) -> None:
         from ...server.lifecycle import serve
     except ImportError as exc:
         raise OllamaNbError(f"the HTTP server is not available in this installation ({exc})") from None
-    m.server = serve(manager=m.backend, host=args.host, port=args.port)
-    print(f"serving the Ollama API at {m.server.url}")
+    route = m.route_backends or route_from_env()
+    m.server = serve(manager=backends.router().bound(m.local_backend) if route else m.local_backend,
+                     host=args.host, port=args.port)
+    print(f"serving the Ollama API at {m.server.url}"
+          + (" (routing NAME/model to the named backends)" if route else ""))
     print("  clients in this kernel find it through OLLAMA_HOST; stop it with %ollama serve --stop")
 
 
 def cmd_connect(m: OllamaMagics, args: Any, cell: str | None) -> None:
-
     if args.local:
         m.host = None
         print("using this kernel's models")
         return
-    if not args.url:
-        print(f"using {backends.describe(m.backend)}")
+    if len(args.target) > 2:
+        raise InvalidRequest("connect takes NAME URL, or a URL alone")
+    if len(args.target) == 2:
+        connect_named(*args.target, kind=args.kind, api_key_env=args.api_key_env)
+        return
+    if not args.target:
+        named = backends.router().names()
+        print(f"using {backends.describe(m.local_backend)}"
+              + (f", with the backends {', '.join(named)}" if named else ""))
         return
     from ...client import Client
 
-    client = Client(args.url)
+    client = Client(args.target[0])
     version = client.version()  # fails here, and the current connection stays, if unreachable
     m.host = client.url
     print(f"connected to {client.url}" + (f" (version {version})" if version else ""))
+
+
+def connect_named(name: str, url: str, *, kind: str = "ollama", api_key_env: str | None = None) -> None:
+    """Register the backend, then say how it answers: a backend that is down now is still
+    registered (a cluster comes back), with one line saying what is wrong."""
+    spec = backends.register(name, url, kind=kind, api_key_env=api_key_env)
+    (health,) = [h for h in backends.router().health() if h.name == spec.name]
+    where = f"{spec.kind} at {health.url}"
+    if health.ok:
+        print(f"connected backend {spec.name!r} ({where}): {health.models} model(s), "
+              f"addressed as {spec.name}/MODEL")
+    else:
+        print(f"Error: {health.status}", file=sys.stderr)
+        print(f"registered backend {spec.name!r} ({where}) anyway; `%ollama backends` checks it again")
+
+
+def cmd_backends(m: OllamaMagics, args: Any, cell: str | None) -> Any:
+    from ..display import backends_table
+
+    router = backends.router()
+    for source, line in router.problems.items():
+        if source not in router.names():
+            print(f"Error: {line}", file=sys.stderr)
+    return backends_table(router.bound(m.local_backend).health())
+
+
+def cmd_disconnect(m: OllamaMagics, args: Any, cell: str | None) -> None:
+    if not backends.unregister(args.name):
+        known = ", ".join(backends.router().names()) or "none"
+        raise InvalidRequest(f"no backend named {args.name!r}", hint=f"named backends: {known}")
+    print(f"disconnected backend {args.name!r}")
 
 
 # ---- sessions -----------------------------------------------------------------------------------
@@ -251,6 +317,8 @@ COMMANDS: dict[str, Callable[[Any, Any, str | None], Any]] = {
     "stop": cmd_stop,
     "serve": cmd_serve,
     "connect": cmd_connect,
+    "backends": cmd_backends,
+    "disconnect": cmd_disconnect,
     "history": cmd_history,
     "reset": cmd_reset,
     "help": cmd_help,

@@ -148,6 +148,11 @@ def run_turn(magics: OllamaMagics, turn: Turn) -> Any:
         magics.shell.user_ns[turn.output] = result
     if problem:
         print(f"Error: {problem}", file=sys.stderr)
+    if result.error:  # the backend broke off: the partial reply is shown, kept and marked
+        where = f" in session '{result.session}'" if result.session else ""
+        print(f"Error: {result.error} (the partial reply, {len(result.text)} characters, is kept{where})",
+              file=sys.stderr)
+        return None
     if result.interrupted and not result.text:
         raise Interrupted("generation stopped before the first token; nothing was added to the session")
     if result.interrupted:
@@ -199,7 +204,7 @@ def chat_turn(magics: OllamaMagics, args: Any, cell: str | None) -> Any:
     turn = Turn(
         kind="chat",
         prompt=prompt,
-        model=args.model or session.model or magics.default_model,
+        model=magics.qualified(args.model or session.model or magics.default_model, args.backend),
         format=args.format or magics.default_format,
         options=merged_options(magics, args),
         stream=not args.no_stream,
@@ -216,7 +221,7 @@ def generate_turn(magics: OllamaMagics, args: Any, cell: str | None) -> Any:
     turn = Turn(
         kind="generate",
         prompt=prompt,
-        model=args.model or magics.default_model,
+        model=magics.qualified(args.model or magics.default_model, args.backend),
         format=args.format or "text",
         options=merged_options(magics, args),
         stream=not args.no_stream,
@@ -237,7 +242,7 @@ def run_once(magics: OllamaMagics, args: Any, cell: str | None) -> Any:
     turn = Turn(
         kind="chat",
         prompt=prompt,
-        model=args.model,
+        model=magics.qualified(args.model, args.backend),
         format=args.format or magics.default_format,
         options={**magics.options, **args.options},
         keep_alive=magics.keep_alive,

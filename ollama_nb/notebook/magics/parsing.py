@@ -9,6 +9,7 @@ import json
 import shlex
 from typing import Any, NoReturn
 
+from ...backends.settings import KINDS
 from ..display import FORMATS
 
 
@@ -90,6 +91,8 @@ def _common(p: Parser, default_format_help: str) -> None:
                    help="send {braces} literally instead of filling in {var}, {In[3]}, {Out[3]}")
     p.add_argument("--keep-alive", dest="keep_alive", metavar="DURATION",
                    help='how long the model stays loaded afterwards (e.g. "5m", "0")')
+    p.add_argument("--backend", metavar="NAME",
+                   help="backend the model runs on (default: the NAME/ of NAME/model, else this kernel)")
     p.add_argument("--image", action="append", metavar="X",
                    help="an image for a vision model: a variable (bytes, a PIL image, a path, or a list "
                         "of them) or a file path; repeat for more")
@@ -125,18 +128,22 @@ def ollama_parser() -> Parser:
 
     s = sub.add_parser("pull", help="Pull a model from a registry")
     s.add_argument("model")
+    s.add_argument("--backend", metavar="NAME", help="pull it on this backend")
     s.add_argument("--insecure", action="store_true", help="Use an insecure registry")
 
     s = sub.add_parser("push", help="Push a model to the registry its name names (host/namespace/model)")
     s.add_argument("model")
     s.add_argument("--insecure", action="store_true", help="Use an insecure registry (plain http)")
 
-    sub.add_parser("list", aliases=["ls"], help="List models (a DataFrame)")
-    sub.add_parser("ps", help="List running models (a DataFrame)")
+    s = sub.add_parser("list", aliases=["ls"], help="List models (a DataFrame)")
+    s.add_argument("--backend", metavar="NAME", help="only this backend's models")
+    s = sub.add_parser("ps", help="List running models (a DataFrame)")
+    s.add_argument("--backend", metavar="NAME", help="only this backend's models")
     sub.add_parser("info", help="Show the runtime: llama.cpp build, devices, CPU probe, threads")
 
     s = sub.add_parser("show", help="Show information for a model")
     s.add_argument("model")
+    s.add_argument("--backend", metavar="NAME", help="the model on this backend")
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         s.add_argument(f"--{flag}", action="store_true", help=f"Show the {flag} of a model")
     s.add_argument("-v", "--verbose", action="store_true", help="Show detailed model information")
@@ -155,6 +162,7 @@ def ollama_parser() -> Parser:
 
     s = sub.add_parser("run", help="Run a model once on a prompt (no conversation kept)")
     s.add_argument("model")
+    s.add_argument("--backend", metavar="NAME", help="the model on this backend")
     s.add_argument("prompt", nargs="*", help="the prompt (or the cell body with %%%%ollama run)")
     s.add_argument("--options", type=json_object, default={}, metavar="JSON", help="model options")
     s.add_argument("--format", choices=FORMATS, help="markdown (default), text, json, code")
@@ -167,9 +175,20 @@ def ollama_parser() -> Parser:
     s.add_argument("--port", type=int, help="port (default: OLLAMA_HOST, else 11434 if free)")
     s.add_argument("--stop", action="store_true", help="stop the server started here")
 
-    s = sub.add_parser("connect", help="Use a remote Ollama server instead of this kernel's models")
-    s.add_argument("url", nargs="?", help="http://host:port (no URL: show the current one)")
+    s = sub.add_parser("connect", help="Add a named backend (NAME URL), or use one server for everything (URL)")
+    s.add_argument("target", nargs="*", metavar="[NAME] URL",
+                   help="NAME URL: add a backend whose models are NAME/model; URL alone: use that Ollama "
+                   "server instead of this kernel's models; nothing: show what is used")
+    s.add_argument("--kind", choices=KINDS, default="ollama",
+                   help="ollama (default) or openai (vLLM, SGLang, llama-server, LM Studio, ...)")
+    s.add_argument("--api-key-env", dest="api_key_env", metavar="VAR",
+                   help="environment variable holding the backend's API key (the key is never stored)")
     s.add_argument("--local", action="store_true", help="go back to this kernel's models")
+
+    sub.add_parser("backends", help="List the backends, their health and model counts (a DataFrame)")
+
+    s = sub.add_parser("disconnect", help="Remove a named backend")
+    s.add_argument("name")
 
     s = sub.add_parser("history", help="Show a %%%%chat conversation")
     s.add_argument("session", nargs="?", default=None)

@@ -36,7 +36,25 @@ def markdown_outputs(text: str, metadata: dict[str, Any] | None = None) -> tuple
 
 
 def installed_names(backend: Any) -> list[str]:
-    return sorted(m.name for m in backend.list().models)
+    return [value for _, value in grouped_models(backend)[0]]
+
+
+def grouped_models(backend: Any) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(label, model name)`` pairs grouped by backend, the kernel's own first (labelled
+    ``gpu · llama3.1:70b`` once there are several backends), and one line per backend that did
+    not answer. A backend without named ones gives its models' names as they are."""
+    by_backend = getattr(backend, "list_by_backend", None)
+    if by_backend is None or not backend.names():
+        return [(n, n) for n in sorted(m.name for m in backend.list().models)], []
+    pairs: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for name, listing in by_backend().items():
+        if isinstance(listing, Exception):
+            problems.append(error_line(listing))
+            continue
+        for model in sorted(m.name for m in listing.models):
+            pairs.append((f"{name} · {model}", backend.qualify(name, model)))
+    return pairs, problems
 
 
 class Worker:

@@ -20,7 +20,7 @@ from ..display import ChatResult, error_line
 from ..images import images_base64, thumbnails_html
 from ..sessions import Session
 from ..throttle import DEFAULT_INTERVAL
-from ._common import Worker, installed_names, markdown_outputs, resolve_backend
+from ._common import Worker, grouped_models, markdown_outputs, resolve_backend
 
 
 class ChatPanel(w.VBox):
@@ -83,14 +83,18 @@ class ChatPanel(w.VBox):
 
     def refresh_models(self, select: str | None = None) -> None:
         try:
-            names = installed_names(self.backend)
+            pairs, problems = grouped_models(self.backend)
         except Exception as exc:  # noqa: BLE001 (shown in the widget)
             self.status.value = f"<b>Error:</b> {html.escape(error_line(exc))}"
             return
+        if problems:  # the other backends' models are still offered
+            self.status.value = "<br>".join(f"<b>Error:</b> {html.escape(p)}" for p in problems)
+        names = [value for _, value in pairs]
         keep = select or self.model.value
         if keep and keep not in names:
             names = [keep, *names]  # a name given explicitly is kept; sending tells if it exists
-        self.model.options = names
+            pairs = [(keep, keep), *pairs]
+        self.model.options = names if all(label == value for label, value in pairs) else pairs
         if keep:
             self.model.value = keep
         elif names:

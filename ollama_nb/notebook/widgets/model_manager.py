@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..display import error_line, loaded_table, models_table
+from ..display import backends_table, error_line, loaded_table, models_table
 from ..throttle import DEFAULT_INTERVAL, Throttle
 from ._common import Worker, resolve_backend
 
@@ -32,6 +32,7 @@ class ModelManagerPanel(w.VBox):
         self._worker = Worker("model-manager")
         self._confirm: str | None = None  # the model a first Delete click armed
 
+        self.backends_html = w.HTML()
         self.installed_html = w.HTML()
         self.installed = w.Dropdown(description="Model", layout=w.Layout(width="320px"))
         self.delete = w.Button(description="Delete", icon="trash", button_style="warning")
@@ -51,6 +52,7 @@ class ModelManagerPanel(w.VBox):
         self.refresh_button.on_click(lambda _: self.refresh())
         self.installed.observe(lambda _: self._disarm(), names="value")
         super().__init__([
+            self.backends_html,
             w.HTML("<b>Installed models</b>"),
             self.installed_html,
             w.HBox([self.installed, self.delete]),
@@ -74,6 +76,7 @@ class ModelManagerPanel(w.VBox):
         except Exception as exc:  # noqa: BLE001 (shown in the widget)
             self._say(error_line(exc), error=True)
             return
+        self.backends_html.value = self._backends()
         self.installed_html.value = _table(models_table(listing), "no models installed yet: pull one")
         self.loaded_html.value = _table(loaded_table(running), "no model is loaded")
         names = sorted(m.name for m in listing.models)
@@ -85,6 +88,13 @@ class ModelManagerPanel(w.VBox):
         self.loaded.options = loaded
         self.loaded.value = keep if keep in loaded else (loaded[0] if loaded else None)
         self._disarm()
+
+    def _backends(self) -> str:
+        """The backends table, when there are named backends beside the kernel's models."""
+        if not getattr(self.backend, "names", list)():
+            return ""
+        table = backends_table(self.backend.health())
+        return "<b>Backends</b>" + _table(table, "")
 
     def installed_names(self) -> list[str]:
         return list(self.installed.options)

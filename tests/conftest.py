@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 # The ``server`` and ``client`` fixtures of the /v1 and metrics tests (a module may define its
-# own), and the browser tests' ``page``.
-pytest_plugins = ("tests.openai_fixtures", "tests.lab_fixtures")
+# own), the browser tests' ``page``, and the remote engines of the backend tests.
+pytest_plugins = ("tests.openai_fixtures", "tests.lab_fixtures", "tests.backend_fixtures")
 
 SMOLLM = "smollm2:135m"
 GEMMA = "gemma3:270m"

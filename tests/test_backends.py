@@ -100,9 +100,10 @@ def test_timings_never_show_a_number_nobody_measured() -> None:
 
 
 def test_remote_ollama_streams_the_kernels_reply_under_its_name(router: Router, local_reply: str,
-                                                                records: list[Any]) -> None:
+                                                                records: list[Any], remote_ollama: Any) -> None:
     chunks = list(router.chat(model=REMOTE, messages=QUESTION, options=GREEDY, stream=True))
     assert len(chunks) > 3 and {c.model for c in chunks} == {REMOTE}
+    assert {(c.remote_model, c.remote_host) for c in chunks} == {(SMOLLM, remote_ollama.url)}  # Ollama's fields
     assert "".join(c.message.content for c in chunks) == local_reply
     final = chunks[-1]
     assert final.done and final.eval_count == 12
@@ -342,6 +343,8 @@ def test_widgets_group_models_by_backend(registered: None) -> None:
 
 def test_the_kernels_server_routes_to_the_backends_when_asked(router: Router, manager: Any,
                                                              local_reply: str) -> None:
+    import urllib.request
+
     import ollama
     import openai
 
@@ -352,7 +355,9 @@ def test_the_kernels_server_routes_to_the_backends_when_asked(router: Router, ma
         text = "".join(c.message.content for c in client.chat(model=REMOTE, messages=QUESTION,
                                                                options=GREEDY, stream=True))
         assert text == local_reply
-        assert LLAMA in [m.model for m in client.list().models]
+        listed = {m["name"]: m for m in json.loads(urllib.request.urlopen(server.url + "/api/tags").read())["models"]}
+        assert listed[LLAMA]["remote_model"] == LLAMA_ALIAS and listed[LLAMA]["remote_host"].startswith("http://127.0.0.1:")
+        assert "remote_host" not in listed[SMOLLM]  # the kernel's own: Ollama's omitempty
         oai = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
         stream = oai.chat.completions.create(model=LLAMA, messages=QUESTION, temperature=0, max_tokens=12,
                                              stream=True)
@@ -361,8 +366,6 @@ def test_the_kernels_server_routes_to_the_backends_when_asked(router: Router, ma
         with pytest.raises(ollama.ResponseError) as unsupported:
             client.pull(LLAMA)
         assert unsupported.value.status_code == 501 and "not supported by this backend" in unsupported.value.error
-        import urllib.request
-
         rows = json.loads(urllib.request.urlopen(server.url + "/api/metrics").read())["records"]
         remote_rows = [r for r in rows if r["model"] == REMOTE]
         assert remote_rows and remote_rows[-1]["timed_by"] == "client-side: ttft_s"  # beside local rows
@@ -370,3 +373,37 @@ def test_the_kernels_server_routes_to_the_backends_when_asked(router: Router, ma
         with pytest.raises(ollama.ResponseError) as missing:
             ollama.Client(host=plain.url).chat(model=REMOTE, messages=QUESTION)
         assert missing.value.status_code == 404 and f"model '{REMOTE}' not found" in missing.value.error
+
+
+def test_ollama_nb_serve_routes_the_backends_its_environment_names(shared_models: Path, tmp_path: Path,
+                                                                   llama_server: Any, local_reply: str) -> None:
+    """An admin's setup: the backends in OLLAMA_NB_BACKENDS, routing on, no magic typed."""
+    import ollama
+
+    backends_json = json.dumps({"llama": {"url": llama_server.url, "kind": "openai", "api_key_env": "LLAMA_KEY"}})
+    engine = start_ollama_nb(store_view(shared_models, tmp_path / "store"), OLLAMA_NB_BACKENDS=backends_json,
+                             OLLAMA_NB_ROUTE_BACKENDS="1", LLAMA_KEY=LLAMA_KEY)
+    try:
+        client = ollama.Client(host=engine.url)
+        assert LLAMA in [m.model for m in client.list().models]
+        reply = client.chat(model=LLAMA, messages=QUESTION, options=GREEDY)
+        assert reply.message.content == local_reply and reply.model == LLAMA
+    finally:
+        engine.stop()
+
+
+def test_backends_configured_as_a_traitlet_register_at_once(llama_server: Any) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("ollama_nb")
+    try:
+        config = {"cluster": {"url": llama_server.url + "/v1", "kind": "openai", "api_key_env": "LLAMA_KEY"}}
+        shell.run_line_magic("config", f"OllamaMagics.backends = {config!r}")
+        entry = connection.router().entry("cluster")
+        assert entry.spec.kind == "openai" and entry.spec.api_key_env == "LLAMA_KEY"
+        assert f"cluster/{LLAMA_ALIAS}" in [m.name for m in connection.current().list().models]
+    finally:
+        shell.run_line_magic("config", "OllamaMagics.backends = {}")  # a later load registers nothing
+        connection.unregister("cluster")
+        shell.extension_manager.unload_extension("ollama_nb")

@@ -22,6 +22,20 @@ export interface ListModel {
   digest: string;
   modified_at: string;
   details?: ModelDetails;
+  /** Ollama's fields for a model that runs elsewhere: a named backend the kernel routes to. */
+  remote_model?: string;
+  remote_host?: string;
+}
+
+/** Models grouped by where they run: the kernel's own first (backend `local`), then each named
+ * backend (the `NAME` of `NAME/model`, for models with a `remote_host`) in the server's order. */
+export function groupByBackend(models: ListModel[]): { backend: string; models: ListModel[] }[] {
+  const groups = new Map<string, ListModel[]>([['local', []]]);
+  for (const m of models) {
+    const backend = m.remote_host ? m.name.split('/')[0] : 'local';
+    groups.set(backend, [...(groups.get(backend) ?? []), m]);
+  }
+  return [...groups].filter(([, list]) => list.length).map(([backend, list]) => ({ backend, models: list }));
 }
 
 export interface ProcessModel extends ListModel {

@@ -8,7 +8,7 @@
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, ChatChunk, Message, tokensPerSecond } from './api';
+import { ApiError, ChatChunk, groupByBackend, Message, tokensPerSecond } from './api';
 import { Connection } from './connection';
 import { el } from './dom';
 
@@ -91,7 +91,20 @@ export class ChatPanel extends Widget {
     }
     const models = this.connection.api ? await this.connection.api.tags().catch(() => []) : [];
     const current = preferred ?? this.modelPicker.value;
-    this.modelPicker.replaceChildren(...models.map(m => new Option(m.name, m.name)));
+    const groups = groupByBackend(models);
+    if (groups.length > 1) {
+      // several backends: one group each, so "gpu/llama3.1:70b" sits under "gpu"
+      this.modelPicker.replaceChildren(
+        ...groups.map(g => {
+          const group = el('optgroup');
+          group.label = g.backend;
+          group.append(...g.models.map(m => new Option(m.remote_model ?? m.name, m.name)));
+          return group;
+        })
+      );
+    } else {
+      this.modelPicker.replaceChildren(...models.map(m => new Option(m.name, m.name)));
+    }
     this.modelPicker.onchange = () => (this.model = this.modelPicker.value);
     if (models.some(m => m.name === current)) {
       this.model = current;

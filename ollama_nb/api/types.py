@@ -242,6 +242,8 @@ class DetokenizeRequest(ApiModel):
 
 class GenerateResponse(Metrics):
     model: str
+    remote_model: str | None = None  # Ollama's: the upstream model and host that made the reply
+    remote_host: str | None = None
     created_at: str = Field(default_factory=now_rfc3339)
     response: str = ""
     thinking: str | None = None
@@ -254,6 +256,8 @@ class GenerateResponse(Metrics):
 
 class ChatResponse(Metrics):
     model: str
+    remote_model: str | None = None
+    remote_host: str | None = None
     created_at: str = Field(default_factory=now_rfc3339)
     message: Message = Field(default_factory=lambda: Message(role="assistant", content=""))
     done: bool = False
@@ -305,6 +309,8 @@ class ModelDetails(ApiModel):
 class ListModel(ApiModel):
     name: str
     model: str
+    remote_model: str | None = None  # Ollama's: a model that runs on another host, and that host
+    remote_host: str | None = None
     modified_at: str
     size: int
     digest: str

@@ -188,7 +188,9 @@ class Router:
         reached is left out (and its line kept in :attr:`problems`)."""
         models = list(self.local().list().models)
         for name, listing in self._each_remote(lambda b: b.list()):
-            models += [m.model_copy(update={"name": f"{name}/{m.name}", "model": f"{name}/{m.model}"})
+            host = self.entry(name).backend.url
+            models += [m.model_copy(update={"name": f"{name}/{m.name}", "model": f"{name}/{m.model}",
+                                            "remote_model": m.model, "remote_host": host})
                        for m in listing.models]
         return ListResponse(models=models)
 
@@ -300,11 +302,12 @@ class Router:
     def _relayed(self, name: str, backend: Any, chunks: Iterator[Any], model: str, endpoint: str,
                  started_at: float, started: int) -> Iterator[Any]:
         first: int | None = None
+        where = {"model": model, "remote_model": model.partition("/")[2], "remote_host": getattr(backend, "url", None)}
         try:
             for chunk in chunks:
                 if first is None and _has_output(chunk):
                     first = time.perf_counter_ns()
-                out = chunk.model_copy(update={"model": model})
+                out = chunk.model_copy(update=where)
                 if chunk.done:
                     timings = _remote_timings(chunk, started, first)
                     out._timings = timings

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { ApiError, OllamaApi, tokensPerSecond } from '../api';
+import { ApiError, groupByBackend, ListModel, OllamaApi, tokensPerSecond } from '../api';
 
 interface Call {
   url: string;
@@ -95,5 +95,28 @@ describe('OllamaApi', () => {
     expect(tokensPerSecond({ eval_count: 50, eval_duration: 1e9 })).toBe(50);
     expect(tokensPerSecond({ eval_count: 0, eval_duration: 1e9 })).toBeNull();
     expect(tokensPerSecond({})).toBeNull();
+  });
+});
+
+describe('groupByBackend', () => {
+  const model = (name: string, host?: string): ListModel => ({
+    name, model: name, size: 0, digest: '', modified_at: '',
+    ...(host ? { remote_host: host, remote_model: name.split('/').slice(1).join('/') } : {})
+  });
+
+  it("puts the kernel's models first, then each backend's, by the NAME of NAME/model", () => {
+    const groups = groupByBackend([
+      model('gpu/llama3.1:70b', 'http://gpu:11434'), model('smollm2:135m'),
+      model('vllm/Qwen/Qwen2.5-72B', 'http://vllm:8000'), model('user/custom:1b'), model('gpu/qwen3:32b', 'http://gpu:11434')
+    ]);
+    expect(groups.map(g => [g.backend, g.models.map(m => m.name)])).toEqual([
+      ['local', ['smollm2:135m', 'user/custom:1b']],  // a namespace is not a backend
+      ['gpu', ['gpu/llama3.1:70b', 'gpu/qwen3:32b']],
+      ['vllm', ['vllm/Qwen/Qwen2.5-72B']]
+    ]);
+  });
+
+  it('gives one group when everything is local', () => {
+    expect(groupByBackend([model('a:1'), model('b:2')]).map(g => g.backend)).toEqual(['local']);
   });
 });

@@ -85,6 +85,20 @@ def test_backends_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         specs_from_env({"OLLAMA_NB_BACKENDS": '{"gpu": {"url": "http://x", "api_key": "secret"}}'})
 
 
+def test_the_notebook_registers_the_environments_backends_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_NB_BACKENDS", json.dumps({"hub": "http://gpu-box:11434"}))
+    monkeypatch.setattr(connection, "_env_loaded", False)
+    try:
+        entry = connection.router().entry("hub")
+        assert entry.spec.kind == "ollama" and entry.backend.url == "http://gpu-box:11434"
+    finally:
+        connection.unregister("hub")
+    monkeypatch.setenv("OLLAMA_NB_BACKENDS", "[not json")
+    monkeypatch.setattr(connection, "_env_loaded", False)
+    connection.router()  # a typo costs one line, not the kernel's models
+    assert "OLLAMA_NB_BACKENDS is not valid JSON" in connection.router().problems.pop("OLLAMA_NB_BACKENDS")
+
+
 def test_timings_never_show_a_number_nobody_measured() -> None:
     t = Timings(total_duration=2_000_000_000, ttft_duration=500_000_000, eval_count=10,
                 eval_duration=1_000_000_000, client_side=("ttft_duration", "total_duration", "eval_duration"),

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..api.types import EmbedResponse, InfoResponse, ProgressResponse, ShowResponse
     from .protocol import Backend
 
-__all__ = ["BackendHealth", "Entry", "Router", "make_backend"]
+__all__ = ["PROBE_TIMEOUT", "BackendHealth", "Entry", "Router", "make_backend"]
 
 log = logging.getLogger("ollama_nb.backends")
 
@@ -48,10 +48,16 @@ def make_backend(spec: BackendSpec, *, timeout: float | None = None) -> Any:
     return Client(spec.url, timeout=timeout, backend=spec.name, api_key_env=spec.api_key_env)
 
 
+#: Seconds a listing or a health check waits for a backend: a host that does not answer must not
+#: hang ``%ollama list`` or the chat panel (a reply itself may take as long as the model needs).
+PROBE_TIMEOUT = 10.0
+
+
 @dataclass
 class Entry:
     spec: BackendSpec
-    backend: Any
+    backend: Any  # for replies: waits as long as the model takes, unless a timeout was given
+    probe: Any  # for listings and health checks: gives up after PROBE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,8 @@ class Router:
 
     def register(self, spec: BackendSpec, *, timeout: float | None = None) -> Entry:
         """Add (or replace) the backend ``spec.name``."""
-        entry = Entry(spec, make_backend(spec, timeout=timeout))
+        entry = Entry(spec, make_backend(spec, timeout=timeout),
+                      make_backend(spec, timeout=min(timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)))
         with self._shared.lock:
             self._shared.entries[spec.name] = entry
         return entry
@@ -165,7 +172,7 @@ class Router:
         for entry in self.entries():
             name = entry.spec.name
             try:
-                yield name, call(entry.backend)
+                yield name, call(entry.probe)
                 self.problems.pop(name, None)
             except NotSupported:
                 if not skip_unsupported:
@@ -178,7 +185,7 @@ class Router:
         out: dict[str, ListResponse | OllamaNbError] = {LOCAL: self.local().list()}
         for entry in self.entries():
             try:
-                out[entry.spec.name] = entry.backend.list()
+                out[entry.spec.name] = entry.probe.list()
             except OllamaNbError as exc:
                 out[entry.spec.name] = exc
         return out
@@ -241,7 +248,7 @@ class Router:
         """Each backend, the kernel's first: reachable or not, how many models, how long it took."""
         rows = []
         targets = [(LOCAL, "kernel", "this kernel", self.local(), None),
-                   *((e.spec.name, e.spec.kind, e.backend.url, e.backend, e.spec.api_key_env) for e in self.entries())]
+                   *((e.spec.name, e.spec.kind, e.probe.url, e.probe, e.spec.api_key_env) for e in self.entries())]
         if getattr(targets[0][3], "url", None):  # %ollama connect URL made the default a server
             targets[0] = (LOCAL, "ollama", targets[0][3].url, targets[0][3], None)
         for name, kind, url, backend, key_env in targets:

@@ -37,6 +37,7 @@ EXPECTED = [
     "05-structured-output-and-tools.ipynb",
     "06-embeddings-search.ipynb",
     "07-performance.ipynb",
+    "08-remote-backends.ipynb",
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -311,3 +312,24 @@ def test_07_performance(run_notebook: Any) -> None:
         links = run.result("check-links")["text/markdown"]
         assert f"[{url[1]}/dashboard]({url[1]}/dashboard)" in links
         assert f"`/proxy/{url[2]}/dashboard`" in links
+
+
+def test_08_remote_backends(run_notebook: Any) -> None:
+    with run_notebook("08-remote-backends.ipynb") as run:
+        assert "the stand-in answers at http://127.0.0.1:" in run.stdout("check-standin")
+        backends = run.result("check-backends")["text/plain"]
+        for name in ("local", "gpu", "engine"):
+            assert name in backends
+        assert "unreachable" not in backends and backends.count(" ok ") >= 3
+        listing = run.result("check-list")["text/plain"]
+        assert "gpu/gemma3:270m" in listing and "engine/smollm2:135m" in listing
+        reply, meta = markdown_reply(run, "check-chat")
+        assert reply.strip() and meta["model"] == "gpu/gemma3:270m" and meta["timed_by"] == "client-side: ttft_s"
+        facts = run.probe(
+            "import json\n"
+            "print(json.dumps({'models': list(table['model']), 'timed_by': list(table['timed_by']),\n"
+            "                  'tokens': [int(n) for n in table['eval_count']], 'errors': int(table['error'].notna().sum())}))")
+        assert facts == {"models": ["smollm2:135m", "gpu/gemma3:270m", "engine/smollm2:135m"],
+                         "timed_by": ["engine", "client-side: ttft_s",
+                                      "client-side: tokens_per_second, ttft_s, eval_s, total_s"],
+                         "tokens": [24, 24, 24], "errors": 0}

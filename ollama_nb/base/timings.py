@@ -163,6 +163,7 @@ class Timings:
         data = asdict(self)
         data["client_side"] = list(self.client_side)
         data["absent"] = list(self.absent)
+        data["timed_by"] = self.timed_by
         data["tokens_per_second"] = self.tokens_per_second
         data["prompt_tokens_per_second"] = self.prompt_tokens_per_second
         return data

@@ -89,7 +89,8 @@ def test_each_conversation_keeps_its_own_kv_cache(parallel):
     _, sea_turn_two = reply(sea)
     # Each second turn evaluates only what is new since its own first turn: the new user
     # message (and the end of the previous reply the template closes), not the whole history.
-    assert full_cats > 25 and full_sea > 25
+    assert full_cats > 25
+    assert full_sea < full_cats - 20  # it starts from the cells of the system prompt both conversations begin with
     assert cats_turn_two < 20 and sea_turn_two < 20
 
 

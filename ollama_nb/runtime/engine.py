@@ -49,7 +49,8 @@ def _llama_defaults(n_seq: int, use_extra_buffers: bool) -> Iterator[None]:
     construction the defaults it reads carry our values. The KV cache is unified (one pool of
     ``num_ctx * n_seq`` cells): with separate per-sequence streams a batch of four tokens cost
     four times one on this CPU, unified it decodes 1.25x more tokens per second
-    (bench/results/server.md). Extra buffer types are off where the CPU probe saw them crash
+    (bench/results/server.md), and in a unified cache two sequences can share the cells of a
+    common prefix. Extra buffer types are off where the CPU probe saw them crash
     (``runtime.extra_buffers``).
     """
     if n_seq <= 1 and use_extra_buffers:
@@ -124,8 +125,10 @@ class Engine:
         self.n_batch: int = self._llm.n_batch
         self._memory = lc.llama_get_memory(self._ctx)
         self._can_shift = bool(self._memory is not None and lc.llama_memory_can_shift(self._memory))
+        self.n_swa: int = int(lc.llama_model_n_swa(self._llm.model))  # sliding-window attention, 0: none
         self._slots: list[list[int]] = [[] for _ in range(parallel)]  # each sequence's KV tokens
         self._last_used = [0] * parallel
+        self._busy: set[int] = set()  # the sequences of the requests decoding now
         self._use_counter = 0
         self.prompt_cache = PromptCache(params.prompt_cache_mb * 1024 * 1024)
         self._pieces: dict[int, bytes] = {}
@@ -269,40 +272,73 @@ class Engine:
                 self._forget_cache(seq)
                 return 0
             del cached[common:]
+        if common and self.n_swa > 0 and lib().llama_memory_seq_pos_min(self._memory, seq) > max(0, common - self.n_swa):
+            # a sliding-window cache has let go of cells the next tokens still attend to
+            # (llama-server's rule): the prompt is evaluated again from the start
+            self._forget_cache(seq)
+            return 0
         return common
 
-    def _swap_in(self, seq: int, prompt: list[int]) -> None:
-        """Before ``prompt`` overwrites sequence ``seq``: save what the sequence holds, and
-        restore a saved state that shares more of the prompt than the sequence does
-        (``runtime.prompt_cache``)."""
-        if self._memory is None or self.prompt_cache.limit_bytes <= 0:
+    def _swap_in(self, seq: int, prompt: list[int], *, share: bool = True) -> None:
+        """Before ``prompt`` overwrites sequence ``seq``: save what the sequence holds; then give
+        it the longest prefix of the prompt there is, from another sequence's cells (``share``)
+        or from a state saved in RAM (``runtime.prompt_cache``)."""
+        if self._memory is None:
             return
         cached = self._slots[seq]
         live = common_prefix(cached, prompt)
         if live < len(cached) and self.prompt_cache.worth_saving(cached):
             self._save_state(seq)
-        found = self.prompt_cache.best(prompt, better_than=live)
+        if share:
+            live = self._share_prefix(seq, prompt, live)
+        found = self.prompt_cache.best(prompt, better_than=live) if self.prompt_cache.limit_bytes > 0 else None
         if found is None:
             return
         state = found[0]
         lc = lib()
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
         cached.clear()
-        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
-        if lc.llama_state_seq_set_data(self._ctx, buffer, len(state.data), seq) == 0:
+        data = state.data
+        if not isinstance(data, ctypes.Array):
+            data = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if lc.llama_state_seq_set_data(self._ctx, data, len(data), seq) == 0:
             self._forget_cache(seq)  # no room for it: the prompt is evaluated from scratch
             return
         cached.extend(state.tokens)
+
+    def _share_prefix(self, seq: int, prompt: list[int], live: int) -> int:
+        """Let ``seq`` start from the cells of the longest prefix of ``prompt`` another sequence
+        holds, if longer than the ``live`` tokens it shares itself: in a unified cache a cell
+        can belong to several sequences, so this costs no copy and no cell (the same system
+        prompt, a regenerated reply, a conversation branching off). Returns the prefix ``seq``
+        now holds."""
+        best, source = live, -1
+        for other, tokens in enumerate(self._slots):
+            if other != seq and len(tokens) > best:
+                common = common_prefix(tokens, prompt)
+                if common > best:
+                    best, source = common, other
+        if source < 0:
+            return live
+        lc = lib()
+        cached = self._slots[seq]
+        lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        lc.llama_memory_seq_cp(self._memory, source, seq, 0, best)
+        cached[:] = prompt[:best]
+        return best
 
     def _save_state(self, seq: int) -> None:
         lc = lib()
         size = int(lc.llama_state_seq_get_size(self._ctx, seq))
         if size <= 0 or size > self.prompt_cache.limit_bytes:
             return
+        # The buffer llama.cpp writes into is what the cache keeps, and what a restore reads from:
+        # a 1,200-token state is 26 MiB, and each extra copy of it cost 3-6 ms of a turn's first token.
         buffer = (ctypes.c_uint8 * size)()
         written = int(lc.llama_state_seq_get_data(self._ctx, buffer, size, seq))
         if written:
-            self.prompt_cache.save(self._slots[seq], ctypes.string_at(buffer, written))
+            data = buffer if written == size else (ctypes.c_uint8 * written).from_buffer(buffer)
+            self.prompt_cache.save(self._slots[seq], data)
 
     def _pick_slot(self, free: list[int], prompt: list[int]) -> int:
         """Where a prompt should run, so that conversations keep their KV between turns.
@@ -310,7 +346,7 @@ class Engine:
         A sequence whose whole cache is a prefix of the prompt is this conversation's previous
         turn: take it (the longest one). Otherwise take an empty sequence, and failing that the
         least recently used one, rather than overwrite another conversation that merely shares
-        a system prompt with this one.
+        a system prompt with this one (that prefix is shared instead, see ``_share_prefix``).
         """
         continuing = [s for s in free if self._slots[s] and common_prefix(self._slots[s], prompt) == len(self._slots[s])]
         if continuing:
@@ -340,6 +376,14 @@ class Engine:
         discard = (n_past - keep) // 2
         if not self._can_shift or discard <= 0:
             return False
+        # A cell has one position for every sequence it belongs to, so the cells that move must be
+        # this sequence's alone: a sequence that may share them (its tokens agree past the part
+        # kept) lets go of them first, or, while it decodes, the shift does not happen.
+        for other, tokens in enumerate(self._slots):
+            if other != seq and common_prefix(tokens, cached) > keep + discard:
+                if other in self._busy:
+                    return False
+                self._forget_cache(other)
         lc = lib()
         lc.llama_memory_seq_rm(self._memory, seq, keep, keep + discard)
         lc.llama_memory_seq_add(self._memory, seq, keep + discard, n_past, -discard)
@@ -386,8 +430,8 @@ class Engine:
             governor.begin()
         try:
             while True:
-                busy = {s.seq for s in active}
-                free = [i for i in range(self.n_parallel) if i not in busy]
+                self._busy = {s.seq for s in active}
+                free = [i for i in range(self.n_parallel) if i not in self._busy]
                 arrived = take(len(free), not active) if free else []
                 if arrived is None:
                     return
@@ -396,6 +440,7 @@ class Engine:
                     if seq is not None:
                         active.append(seq)
                         free.remove(seq.seq)
+                        self._busy.add(seq.seq)
                 for s in active:
                     if s.cancel.is_set():
                         s.finish("cancel")
@@ -447,7 +492,7 @@ class Engine:
         reuse = job.reuse_cache and not self.projector.use_mrope  # M-RoPE positions are not one per token
         slot = self._pick_slot(free, prompt)
         if reuse:
-            self._swap_in(slot, prompt)
+            self._swap_in(slot, prompt, share=False)
         reused = media.safe_prefix(self._prepare_prompt(slot, prompt, reuse))
         cached = self._slots[slot]
         if reused < len(cached):

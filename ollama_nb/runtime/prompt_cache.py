@@ -13,6 +13,7 @@ values computed before, so a restored turn is exactly the turn that kept its seq
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sized
 from dataclasses import dataclass
 
 from .sequence import common_prefix
@@ -24,7 +25,7 @@ MIN_TOKENS = 32
 @dataclass(frozen=True)
 class SavedState:
     tokens: tuple[int, ...]
-    data: bytes
+    data: Sized  # the sequence's state as llama.cpp wrote it: bytes, or the ctypes buffer it wrote into
 
 
 class PromptCache:
@@ -47,7 +48,7 @@ class PromptCache:
         when it is short, or already saved as it is)."""
         return self.limit_bytes > 0 and len(tokens) >= MIN_TOKENS and tuple(tokens) not in self._states
 
-    def save(self, tokens: list[int], data: bytes) -> None:
+    def save(self, tokens: list[int], data: Sized) -> None:
         if len(data) > self.limit_bytes:
             return
         key = tuple(tokens)

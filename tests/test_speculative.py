@@ -98,6 +98,31 @@ def test_drafting_pauses_while_a_token_costs_more_with_drafts_than_without() -> 
     assert lookup.draft(4) == [3, 4, 5, 1]  # and then it tries again
 
 
+def test_a_draft_taken_whole_is_not_stopped_by_the_clock() -> None:
+    lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2], max_draft=8)
+    lookup.timed(False, 1, 10_000_000)  # a plain step: 10 ms a token
+    assert lookup.draft(2) == [3, 4]
+    lookup.feedback(2, 2)  # taken whole, with the token after it:
+    for token in (3, 4, 5):
+        lookup.append(token)
+    lookup.timed(True, 3, 45_000_000)  # 15 ms a token: a short draft's batch is dear, but
+    assert lookup.draft(8) == [6, 7, 8, 9, 1, 2, 3, 4]  # the next, longer one is the test, not a pause
+    lookup.feedback(4, 1)  # cut short
+    lookup.timed(True, 2, 40_000_000)  # and dearer still: now the clock pauses drafting
+    assert lookup.draft(8) == []
+
+
+def test_a_long_draft_taken_whole_ends_the_pause_refusals_earned() -> None:
+    body = list(range(100, 115))
+    lookup = PromptLookup([*body, 1, *body], max_draft=32)
+    for _ in range(3):
+        lookup.feedback(4, 0)  # refusals: pauses of 1, 2 and 4 steps, the length down to 4
+    assert lookup.pause == 4
+    assert lookup.draft(8) == [1, 100, 101, 102]  # a long match drafts through the pause
+    lookup.feedback(4, 4)  # and is taken whole: the reply is copying
+    assert lookup.pause == 0 and lookup.next_pause == 1
+
+
 # ---- replies ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..base.errors import CorruptModel, InvalidRequest, OllamaNbError
 from . import extra_buffers
 from .jobs import GenerationRequest, LoadParams
@@ -399,8 +401,6 @@ class Engine:
         return len(self._slots[seq])
 
     def top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
-        import numpy as np
-
         ptr = lib().llama_get_logits_ith(self._ctx, index)
         logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
         peak = logits.max()
@@ -508,7 +508,7 @@ class Engine:
             raise
         cached.extend(prompt[reused:])
         state.todo = []
-        state.accept(lib().llama_sampler_sample(state.chain, self._ctx, -1), -1)
+        state.accept(self._sample(state, -1), -1)
         return state
 
     def _step(self, active: list[SequenceState]) -> None:
@@ -555,12 +555,20 @@ class Engine:
                 if s.draft:
                     produced += self._verify(s, index)
                 else:
-                    s.accept(lc.llama_sampler_sample(s.chain, self._ctx, index), index)
+                    s.accept(self._sample(s, index), index)
                     produced += 1
         if only_tokens and drafters:
             elapsed = time.perf_counter_ns() - started
             for s, drafted in drafters:
                 s.drafter.timed(drafted, produced, elapsed)
+
+    def _sample(self, s: SequenceState, index: int) -> int:
+        """The token ``s`` samples from the logits of batch row ``index``: the first largest
+        logit when its chain is greedy alone (exactly what that chain picks), else the chain's."""
+        if s.argmax:
+            row = np.ctypeslib.as_array(lib().llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
+            return int(row.argmax())
+        return lib().llama_sampler_sample(s.chain, self._ctx, index)
 
     def _draft_for(self, s: SequenceState, batch_used: int) -> list[int]:
         """The tokens to guess after ``s.next_token`` this step: no more than the batch, the
@@ -582,9 +590,9 @@ class Engine:
         lc = lib()
         draft = s.draft
         s.draft = []
-        sampled = [lc.llama_sampler_sample(s.chain, self._ctx, index)]
+        sampled = [self._sample(s, index)]
         while len(sampled) <= len(draft) and sampled[-1] == draft[len(sampled) - 1] and not self.is_eog(sampled[-1]):
-            sampled.append(lc.llama_sampler_sample(s.chain, self._ctx, index + len(sampled)))
+            sampled.append(self._sample(s, index + len(sampled)))
         agreed = len(sampled) - 1  # guesses the model confirmed: their KV entries stay
         s.drafter.feedback(len(draft), agreed)
         refused = len(draft) - agreed

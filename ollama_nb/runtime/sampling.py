@@ -55,6 +55,16 @@ def build_sampler(job: GenerationJob, *, vocab: Any, n_vocab: int, n_ctx: int) -
     return chain
 
 
+def is_plain_greedy(job: GenerationJob) -> bool:
+    """Whether the chain ``build_sampler`` makes for ``job`` is greedy alone (temperature 0, no
+    penalties, no grammar): then the sampled token is the first largest logit, which the engine
+    reads straight off llama.cpp's logits instead of handing the chain the whole vocabulary (for
+    gemma3's 262,144 tokens the chain builds and scans a 3 MiB candidate array per token)."""
+    s = job.sampling
+    penalties = (s.repeat_last_n != 0 and (s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty))
+    return s.temperature <= 0 and not penalties and not job.grammar
+
+
 def first_stop(text: str, stops: Sequence[str]) -> int:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else -1

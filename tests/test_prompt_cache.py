@@ -69,6 +69,19 @@ def test_a_conversation_interrupted_by_another_resumes_from_ram(shared_models, m
     assert evaluated[1] > 150  # without the cache the whole story was evaluated again
 
 
+def test_the_same_prompt_again_cuts_the_reply_off_without_saving_it(shared_models) -> None:
+    m = ModelManager(Store(shared_models))
+    try:
+        for prompt in (STORY, STORY):  # the second keeps the story and replaces only the reply
+            m.generate(model=SMOLLM, prompt=prompt, raw=True, stream=False, options=GREEDY)
+        (runner,) = m.scheduler._runners.values()
+        assert len(runner.engine.prompt_cache) == 0  # no copy on that request's first token
+        m.generate(model=SMOLLM, prompt=OTHER, raw=True, stream=False, options=GREEDY)
+        assert len(runner.engine.prompt_cache) == 1  # another conversation: the story is saved
+    finally:
+        m.close()
+
+
 @pytest.fixture
 def tiny_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_NB_PROMPT_CACHE_MB", "1")  # smaller than the story's KV (~23 KB a token)

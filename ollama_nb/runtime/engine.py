@@ -289,7 +289,10 @@ class Engine:
             return
         cached = self._slots[seq]
         live = common_prefix(cached, prompt)
-        if live < len(cached) and self.prompt_cache.worth_saving(cached):
+        # Saved when the prompt overwrites most of it (another conversation), not when it keeps
+        # most and replaces the tail (the same prompt again, an edited last turn): llama-server
+        # truncates such a slot too, and the copy would be on this request's first token.
+        if live < len(cached) // 2 and self.prompt_cache.worth_saving(cached):
             self._save_state(seq)
         if share:
             live = self._share_prefix(seq, prompt, live)

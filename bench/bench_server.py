@@ -10,7 +10,8 @@ One run measures every side, interleaved, and prints ratios:
    llama-cpp-python's streaming ``create_completion``; each round runs the sides in a rotated
    order, and a ratio is the median of the per-round ratios, with their spread;
 2. aggregate tokens/s of 1, 2, 4 and 8 concurrent clients: ours with ``OLLAMA_NUM_PARALLEL=n``
-   against llama-server with ``-np n``, the same context per sequence;
+   against llama-server with ``-np n``, the same context per sequence; and, from one more run,
+   how much CPU llama.cpp's compute threads took and what the rest of our server cost per token;
 3. a real ipykernel hosting the server: the round trip of a trivial cell while a client streams
    from that kernel, vs while it is idle;
 4. that kernel's anonymous resident memory (RSS beyond the mapped model file) when idle after
@@ -135,6 +136,31 @@ def concurrent(run_one: Callable[[str, int], dict[str, float]], clients: int, to
     return sum(r["tokens"] for r in results) / elapsed
 
 
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU time so far of each thread of process ``pid`` (/proc schedstat, nanoseconds)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[tid] = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def where_cpu_goes(pid: int, run: Callable[[], float], clients: int, tokens: int) -> dict[str, float]:
+    """One more concurrent run with the server's threads' CPU time read before and after: the
+    two busiest threads are llama.cpp's compute threads (the model's worker and its OpenMP
+    helper); the rest is the server's own work (event loop, HTTP, shaping chunks)."""
+    before = thread_cpu_ns(pid)
+    started = time.perf_counter()
+    run()
+    wall = time.perf_counter() - started
+    spent = sorted((ns - before.get(tid, 0) for tid, ns in thread_cpu_ns(pid).items()), reverse=True)
+    generated = clients * tokens
+    return {"compute_cores": sum(spent[:2]) / 1e9 / wall, "rest_ms_per_token": sum(spent[2:]) / 1e6 / generated,
+            "compute_ms_per_token": sum(spent[:2]) / 1e6 / generated}
+
+
 def start_server(models: str, parallel: int) -> tuple[subprocess.Popen, str]:
     return start_ollama_nb(models, parallel=parallel, num_ctx=NUM_CTX)
 
@@ -245,6 +271,7 @@ def scaling(models: str, path: str, binary: str, threads: int, tokens: int, clie
                     lambda p, t: llama_server.stream_completion(server.url, p, t), n, tokens)),
             ]
             runs = [{k: {"tps": v} for k, v in ((k, fn()) for k, fn in rotate(sides, r))} for r in range(reps)]
+            cpu = where_cpu_goes(proc.pid, sides[0][1], n, tokens)
         finally:
             proc.terminate()
             proc.wait()
@@ -253,6 +280,7 @@ def scaling(models: str, path: str, binary: str, threads: int, tokens: int, clie
             "ours_tps": statistics.median(r["ours"]["tps"] for r in runs),
             "llama_server_tps": statistics.median(r["llama-server"]["tps"] for r in runs),
             "ratio": summary([r["ours"]["tps"] / r["llama-server"]["tps"] for r in runs]),
+            "cpu": cpu,
         }
     return table
 
@@ -344,12 +372,17 @@ def main() -> None:
                   f"| {spread(s['ttft_ours_minus_llama_server_ms'], '{:+.1f}')} ms | | |")
     md += [
         "",
-        "| concurrent clients | ours (OLLAMA_NUM_PARALLEL=n) | llama-server (-np n) | ours / llama-server |",
-        "|---|---|---|---|",
-        *[f"| {n} | {row['ours_tps']:.1f} tok/s | {row['llama_server_tps']:.1f} tok/s | {spread(row['ratio'])} |"
+        ("| concurrent clients | ours (OLLAMA_NUM_PARALLEL=n) | llama-server (-np n) | ours / llama-server "
+         "| ours: llama.cpp's compute threads | ours: the rest of the server, per token |"),
+        "|---|---|---|---|---|---|",
+        *[(f"| {n} | {row['ours_tps']:.1f} tok/s | {row['llama_server_tps']:.1f} tok/s | {spread(row['ratio'])} "
+           f"| {row['cpu']['compute_cores']:.2f} cores | {row['cpu']['rest_ms_per_token']:.3f} ms |")
           for n, row in results["scaling"].items()],
         "",
-        "Aggregate tokens/s of n simultaneous streams (greedy), each figure the median of 3 runs.",
+        ("Aggregate tokens/s of n simultaneous streams (greedy), each figure the median of 3 runs. The last "
+         "two columns come from one more run of ours, with each server thread's CPU time read from /proc: "
+         "the two busiest threads are llama.cpp's (the worker that decodes and its OpenMP helper), and the "
+         "rest (event loop, HTTP, chunks) is what the server itself costs per generated token."),
         "",
     ]
     if "kernel" in results:

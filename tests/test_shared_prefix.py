@@ -57,3 +57,28 @@ def test_without_a_second_sequence_nothing_is_shared(shared_models: Path, monkey
     _, branch, again = run(shared_models, [NEXT, BRANCH, NEXT])
     assert branch[1] < 20  # the one sequence is cut back to the story
     assert again[1] > 5  # and the first ending is gone from it
+
+
+def test_a_context_shift_never_moves_cells_another_sequence_shares(shared_models: Path) -> None:
+    m = ModelManager(Store(shared_models))
+    options = {**GREEDY, "num_predict": 40}
+    try:
+        first = m.generate(model=SMOLLM, prompt="Tell me a long story about a lighthouse keeper.", stream=False,
+                           options=options)
+        history = list(first.context)
+        assert len(history) == 80
+        # The second conversation branches off 70 tokens into the first one, so it shares those
+        # cells, and then outgrows its 128 cells: its context shift moves the cells after the
+        # ones it keeps, four of which the first conversation holds too.
+        branch = m.generate(model=SMOLLM, prompt="Now tell it again, at length.", context=history[:70],
+                            stream=False, options={**GREEDY, "num_predict": 100})
+        prompt_length = len(branch.context) - branch.eval_count
+        assert prompt_length - branch.prompt_eval_count >= 70  # it did start from the shared cells
+        assert prompt_length + branch.eval_count > 128  # and it did shift
+        # The first conversation's next turn: its cells were given up before the shift, so it is
+        # evaluated afresh rather than read from cells whose positions moved under it.
+        resumed = m.generate(model=SMOLLM, prompt="And then?", context=history, stream=False, options=GREEDY)
+        assert resumed.prompt_eval_count > 80
+        assert resumed.response.strip()
+    finally:
+        m.close()

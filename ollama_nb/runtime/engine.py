@@ -296,7 +296,7 @@ class Engine:
             self._save_state(seq)
         if share:
             live = self._share_prefix(seq, prompt, live)
-        found = self.prompt_cache.best(prompt, better_than=live) if self.prompt_cache.limit_bytes > 0 else None
+        found = self.prompt_cache.best(prompt, better_than=live)
         if found is None:
             return
         state = found[0]

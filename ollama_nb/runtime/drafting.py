@@ -122,10 +122,10 @@ class PromptLookup:
         if not drafted:
             return
         self._taken_whole = accepted == drafted
-        if accepted == drafted and drafted >= COPYING:
-            self.pause, self.next_pause = 0, FIRST_PAUSE
-        if accepted == drafted:
+        if self._taken_whole:
             self.length = min(self.max_draft, self.length * 2)
+            if drafted >= COPYING:
+                self.pause, self.next_pause = 0, FIRST_PAUSE
         else:
             self.length = max(1, self.length // 2)
         if not accepted:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..base.errors import InvalidRequest
-from .jobs import GenerationJob
+from .jobs import GenerationJob, SamplingParams
 from .library import lib
 
 
@@ -17,8 +17,8 @@ def build_sampler(job: GenerationJob, *, vocab: Any, n_vocab: int, n_ctx: int) -
     s = job.sampling
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     add = lambda smpl: lc.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-    last_n = n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
-    if last_n and (s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty):
+    if _penalized(s):
+        last_n = n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
         penalties = lc.llama_sampler_init_penalties(
             n_vocab, last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
         )
@@ -60,9 +60,13 @@ def is_plain_greedy(job: GenerationJob) -> bool:
     penalties, no grammar): then the sampled token is the first largest logit, which the engine
     reads straight off llama.cpp's logits instead of handing the chain the whole vocabulary (for
     gemma3's 262,144 tokens the chain builds and scans a 3 MiB candidate array per token)."""
-    s = job.sampling
-    penalties = (s.repeat_last_n != 0 and (s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty))
-    return s.temperature <= 0 and not penalties and not job.grammar
+    return job.sampling.temperature <= 0 and not _penalized(job.sampling) and not job.grammar
+
+
+def _penalized(s: SamplingParams) -> bool:
+    """Whether the chain starts with llama.cpp's penalties sampler: a window that holds tokens
+    (``repeat_last_n`` -1 is the whole context) and a penalty that is not neutral."""
+    return s.repeat_last_n != 0 and (s.repeat_penalty != 1.0 or bool(s.presence_penalty) or bool(s.frequency_penalty))
 
 
 def first_stop(text: str, stops: Sequence[str]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ollama_nb.serving import pump as pump_module
 from ollama_nb.serving.pump import ChunkPump
 
 
@@ -284,3 +285,85 @@ def test_a_push_stream_whose_loop_is_gone_still_finishes_its_source() -> None:
     while src.finished == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert src.finished == 1 and src.cancelled.is_set()
+
+
+class Scripted:
+    """A push source whose producer thread runs ``script(sink)``: the test decides when each
+    event goes out; ``"last"`` ends the stream."""
+
+    def __init__(self, script: Callable[[Callable[[Any], None]], None]) -> None:
+        self.script = script
+        self.producer: threading.Thread | None = None
+
+    def start(self, sink: Callable[[Any], None]) -> None:
+        self.producer = threading.Thread(target=self.script, args=(sink,))
+        self.producer.start()
+
+    def shape(self, event: Any) -> list[Any]:
+        return [event]
+
+    def is_last(self, event: Any) -> bool:
+        return event == "last"
+
+    def cancel(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        if self.producer is not None:
+            self.producer.join(10)
+
+
+def test_a_fast_push_stream_wakes_the_loop_once_per_interval_not_once_per_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first event wakes the loop at once; the ones right behind it wait for the collector
+    (here: a second away), and the last event wakes the loop again and takes them along. Each
+    of them would have woken the loop by itself: it is idle for the 10 ms between two."""
+    monkeypatch.setattr(pump_module, "COALESCE_S", 1.0)
+    first_seen = threading.Event()
+
+    def script(sink: Callable[[Any], None]) -> None:
+        sink(0)
+        first_seen.wait(5)
+        time.sleep(0.1)  # the consumer may have found 0 before its wake-up ran: let that run
+        for i in range(1, 9):
+            sink(i)
+            time.sleep(0.01)
+        sink("last")
+
+    async def go() -> list[list[Any]]:
+        batches = []
+        async for batch in ChunkPump(lambda: Scripted(script)).batches():
+            batches.append(batch)
+            first_seen.set()
+        return batches
+
+    assert asyncio.run(go()) == [[0], [1, 2, 3, 4, 5, 6, 7, 8, "last"]]
+
+
+def test_events_that_wait_for_the_collector_arrive_without_another_event_behind_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that pauses after a quick burst (a long tool call being held back, a slow token)
+    must not keep the burst from the client until its next event."""
+    monkeypatch.setattr(pump_module, "COALESCE_S", 0.2)
+    received: list[Any] = []
+    burst_arrived = threading.Event()
+    first_seen = threading.Event()
+
+    def script(sink: Callable[[Any], None]) -> None:
+        sink(0)
+        first_seen.wait(5)
+        sink(1)
+        sink(2)
+        burst_arrived.wait(5)  # without the collector, 1 and 2 would wait for "last" forever
+        sink("last")
+
+    async def go() -> None:
+        async for batch in ChunkPump(lambda: Scripted(script)).batches():
+            received.extend(batch)
+            first_seen.set()
+            if 2 in received and "last" not in received:
+                burst_arrived.set()
+
+    asyncio.run(go())
+    assert received == [0, 1, 2, "last"]
+    assert burst_arrived.is_set()

@@ -134,6 +134,11 @@ class Engine:
         self._use_counter = 0
         self.prompt_cache = PromptCache(params.prompt_cache_mb * 1024 * 1024)
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        # numpy views of llama.cpp's logits rows, by address: the rows stay where they are from
+        # one decode step to the next (llama.cpp reallocates only to hold more outputs), and
+        # making a view costs more than the argmax over SmolLM2's vocabulary it is for
+        self._logit_rows: dict[int, np.ndarray] = {}
         self.metadata: dict[str, str] = dict(self._llm.metadata)
         self.bos_id: int = self._model.token_bos()
         self.eos_id: int = self._model.token_eos()
@@ -237,7 +242,10 @@ class Engine:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
     def is_eog(self, token: int) -> bool:
-        return bool(lib().llama_vocab_is_eog(self._vocab, token))
+        known = self._eog.get(token)
+        if known is None:
+            known = self._eog[token] = bool(lib().llama_vocab_is_eog(self._vocab, token))
+        return known
 
     def fim_tokens(self) -> tuple[int, int, int] | None:
         """(prefix, suffix, middle) ids when the vocabulary has fill-in-the-middle tokens."""
@@ -569,7 +577,13 @@ class Engine:
         """The token ``s`` samples from the logits of batch row ``index``: the first largest
         logit when its chain is greedy alone (exactly what that chain picks), else the chain's."""
         if s.argmax:
-            row = np.ctypeslib.as_array(lib().llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
+            pointer = lib().llama_get_logits_ith(self._ctx, index)
+            address = ctypes.addressof(pointer.contents)
+            row = self._logit_rows.get(address)
+            if row is None:
+                if len(self._logit_rows) > 4 * self.n_parallel * (self.n_batch + 1):
+                    self._logit_rows.clear()  # rows of an output buffer llama.cpp has replaced
+                row = self._logit_rows[address] = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
             return int(row.argmax())
         return lib().llama_sampler_sample(s.chain, self._ctx, index)
 

@@ -40,7 +40,7 @@ SAMPLINGS = {
 
 # Runs inside each measured process; imports ollama_nb from the tree on PYTHONPATH.
 _WORKLOAD = r"""
-import json, os, subprocess, sys, threading, time
+import json, os, statistics, subprocess, sys, threading, time
 import ollama_nb
 from ollama_nb import ModelManager
 
@@ -62,6 +62,40 @@ end = time.perf_counter()
 final = json.loads(last)
 print(json.dumps({"wall_ns": (end - first) * 1e9, "tokens": final["eval_count"]}))
 '''
+
+
+# Every llama_decode the engine makes, timed where it is called (the engine reaches llama.cpp
+# through runtime.library.lib(), at every revision this bench compares): the decode step itself,
+# and the worker's time from the end of one step to the start of the next, which is what the
+# server costs the decode loop in wall time, whether it burns CPU or waits for the GIL.
+from ollama_nb.runtime import engine as engine_module
+STEPS = []
+
+
+class TimedLibrary:
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def llama_decode(self, ctx, batch):
+        start = time.perf_counter_ns()
+        rc = self.real.llama_decode(ctx, batch)
+        STEPS.append((start, time.perf_counter_ns()))
+        return rc
+
+
+_timed_library = TimedLibrary(engine_module.lib())
+engine_module.lib = lambda: _timed_library
+
+
+def step_times():
+    if len(STEPS) < 2:
+        return None, None
+    decode = statistics.median(end - start for start, end in STEPS) / 1e6
+    between = statistics.median(b[0] - a[1] for a, b in zip(STEPS, STEPS[1:])) / 1e3
+    return decode, between
 
 
 def cpu_by_thread():
@@ -123,9 +157,11 @@ class Sampler:
 
 def measured(run):
     cpu0 = time.process_time_ns()
+    STEPS.clear()
     with Sampler() as sampler:
         wall_ns, tokens = run()
     total = time.process_time_ns() - cpu0
+    decode_ms, between_us = step_times()
     roles = {}
     for tid, ns in sampler.last.items():
         spent = ns - sampler.start.get(tid, 0)
@@ -135,7 +171,8 @@ def measured(run):
     roles["not seen (ended between samples)"] = max(total - sum(roles.values()), 0)
     per = max(tokens - 1, 1)
     return {"wall_ms_per_token": wall_ns / per / 1e6, "tokens": tokens,
-            "cpu_ms_per_token": {r: ns / per / 1e6 for r, ns in roles.items()}}
+            "cpu_ms_per_token": {r: ns / per / 1e6 for r, ns in roles.items()},
+            "decode_step_ms": decode_ms, "between_steps_us": between_us}
 
 
 m = ModelManager()
@@ -241,16 +278,26 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_ms_per_token": {r: statistics.median(run[key]["cpu_ms_per_token"].get(r, 0.0) for run in runs)
                                  for r in roles},
         }
+        for step in ("decode_step_ms", "between_steps_us"):
+            seen = [run[key].get(step) for run in runs if run[key].get(step) is not None]
+            out[key][step] = statistics.median(seen) if seen else None
     return out
 
 
 def table(label: str, m: dict[str, Any]) -> list[str]:
     roles = sorted({r for v in m.values() for r in v["cpu_ms_per_token"]})
-    lines = [f"### {label}", "", "| layer, sampling | ms/token (wall) | tok/s | " + " | ".join(roles) + " |",
-             "|---|---|---|" + "---|" * len(roles)]
+    lines = [f"### {label}", "",
+             "| layer, sampling | ms/token (wall) | tok/s | decode step (ms) | worker between steps (us) | "
+             + " | ".join(roles) + " |",
+             "|---|---|---|---|---|" + "---|" * len(roles)]
+
+    def cell(value: float | None, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
     for key, v in m.items():
         cells = " | ".join(f"{v['cpu_ms_per_token'].get(r, 0.0):.3f}" for r in roles)
-        lines.append(f"| {key} | {v['wall_ms_per_token']:.3f} | {1000 / v['wall_ms_per_token']:.1f} | {cells} |")
+        steps = f"{cell(v.get('decode_step_ms'), '{:.2f}')} | {cell(v.get('between_steps_us'), '{:.0f}')}"
+        lines.append(f"| {key} | {v['wall_ms_per_token']:.3f} | {1000 / v['wall_ms_per_token']:.1f} | {steps} | {cells} |")
     return lines + [""]
 
 
@@ -297,7 +344,11 @@ def main() -> None:
         "(from /proc schedstat). `served` is an HTTP client in another process streaming "
         "/api/generate from the server this process hosts; `manager` iterates ModelManager.generate "
         "on the caller's thread; `llama.cpp` is llama_decode and the same C sampler chain in a loop, "
-        "on the same context.",
+        "on the same context. `decode step` and `worker between steps` are medians over the "
+        "engine's llama_decode calls, timed where the engine makes them: the time from the end of "
+        "one step to the start of the next is what the layers above cost the decode loop in wall "
+        "time, whether as CPU or as a wait for the GIL (the llama.cpp loop calls llama_decode "
+        "itself and is not timed so).",
         "",
     ]
     if rev:

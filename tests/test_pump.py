@@ -315,9 +315,10 @@ class Scripted:
 
 def test_a_fast_push_stream_wakes_the_loop_once_per_interval_not_once_per_event(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first event wakes the loop at once; the ones right behind it wait for the collector
-    (here: a second away), and the last event wakes the loop again and takes them along. Each
-    of them would have woken the loop by itself: it is idle for the 10 ms between two."""
+    """The first event wakes the loop at once, and so does the first that comes fast after it
+    (the loop only then learns the stream is fast); the ones right behind it wait for the
+    collector (here: a second away), and the last event wakes the loop again and takes them
+    along. Each of them would have woken the loop by itself: it is idle for the 10 ms between."""
     monkeypatch.setattr(pump_module, "COALESCE_S", 1.0)
     first_seen = threading.Event()
 
@@ -337,7 +338,7 @@ def test_a_fast_push_stream_wakes_the_loop_once_per_interval_not_once_per_event(
             first_seen.set()
         return batches
 
-    assert asyncio.run(go()) == [[0], [1, 2, 3, 4, 5, 6, 7, 8, "last"]]
+    assert asyncio.run(go()) == [[0], [1], [2, 3, 4, 5, 6, 7, 8, "last"]]
 
 
 def test_events_that_wait_for_the_collector_arrive_without_another_event_behind_them(
@@ -352,9 +353,10 @@ def test_events_that_wait_for_the_collector_arrive_without_another_event_behind_
     def script(sink: Callable[[Any], None]) -> None:
         sink(0)
         first_seen.wait(5)
-        sink(1)
-        sink(2)
-        burst_arrived.wait(5)  # without the collector, 1 and 2 would wait for "last" forever
+        sink(1)  # fast after 0: wakes the loop, which leaves the stream to its collector
+        time.sleep(0.02)
+        sink(2)  # queued for the collector
+        burst_arrived.wait(5)  # without the collector, 2 would wait for "last" forever
         sink("last")
 
     async def go() -> None:
@@ -367,3 +369,23 @@ def test_events_that_wait_for_the_collector_arrive_without_another_event_behind_
     asyncio.run(go())
     assert received == [0, 1, 2, "last"]
     assert burst_arrived.is_set()
+
+
+def test_a_slow_push_stream_is_woken_event_by_event_with_no_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events further apart than the interval (a big model; many sequences in one batch) each
+    wake the loop, and no timer is set to fire for nothing between them."""
+    monkeypatch.setattr(pump_module, "COALESCE_S", 0.02)
+    watched: list[Any] = []
+    monkeypatch.setattr(pump_module.Collector, "watch", lambda self, pump: watched.append(pump))
+
+    def script(sink: Callable[[Any], None]) -> None:
+        for i in range(4):
+            sink(i)
+            time.sleep(0.08)
+        sink("last")
+
+    async def go() -> list[list[Any]]:
+        return [batch async for batch in ChunkPump(lambda: Scripted(script)).batches()]
+
+    assert asyncio.run(go()) == [[0], [1], [2], [3], ["last"]]
+    assert watched == []

@@ -22,12 +22,14 @@ to its self-pipe, a system call that lets go of the GIL; the loop, woken by that
 takes the GIL first and keeps it while it shapes, encodes and writes the chunk, so the worker
 waited for all of that before it could sample the next token: measured on two cores with
 SmolLM2, handing a token over cost the worker 320-400 us of its 10 ms, the largest share of the
-time between two decode steps. Now an event that comes within COALESCE_S of the last wake-up
-is only queued, and a timer the loop set when it woke collects it: the worker hands over in
-about 20 us, and the loop's work runs while the worker is inside llama.cpp (which has let go of
-the GIL). The first event and the last always wake the loop at once (the first token's time
-and the end of a reply are not delayed), and a slow stream, a token every COALESCE_S or more,
-is still woken token by token.
+time between two decode steps. So while a stream's events come less than COALESCE_S apart, the
+loop leaves it to a :class:`Collector` (one per loop, for all its streams, so that eight fast
+streams still cost one wake-up per interval), and the worker only queues their events: it hands
+one over in about 20 us, and the loop's work runs while the worker is inside llama.cpp (which has
+let go of the GIL). The first event and the last always wake the loop at once (the first
+token's time and the end of a reply are not delayed), and a stream whose events come further
+apart (a bigger model, or a batch of many sequences whose every step takes longer) is woken
+event by event as before, with no timer firing for nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
@@ -48,7 +51,42 @@ _ORPHANED = object()  # a push source finished by its own thread after the loop 
 #: The longest a push source's event waits for the loop: 40 wake-ups a second at most, as smooth
 #: as text on a screen needs, and 2-3 tokens a write for a model making 100 tokens/s.
 COALESCE_S = 0.025
-_MARGIN_S = 0.001  # an event queued this close to the collector's time wakes the loop itself
+
+
+class Collector:
+    """The one timer of an event loop that collects the events its fast streams queued without
+    waking it: every COALESCE_S while any stream is left to it."""
+
+    def __init__(self) -> None:
+        self._pumps: set[ChunkPump] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, pump: ChunkPump) -> None:
+        """Look at ``pump`` at the next tick (loop thread). Its flag is set before its worker can
+        read it, and cleared by the tick before the tick looks: an event queued while the flag
+        was up is seen by the tick, one queued after it went down wakes the loop itself."""
+        pump._collected = True
+        self._pumps.add(pump)
+        if self._timer is None:
+            self._timer = pump._loop.call_later(COALESCE_S, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        pumps, self._pumps = self._pumps, set()
+        for pump in pumps:
+            pump._collected = False
+            if pump._ready:
+                pump._wake()  # may watch it again: the next tick is set then
+
+
+_collectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Collector] = weakref.WeakKeyDictionary()
+
+
+def collector(loop: asyncio.AbstractEventLoop) -> Collector:
+    found = _collectors.get(loop)
+    if found is None:
+        found = _collectors[loop] = Collector()
+    return found
 
 
 @runtime_checkable
@@ -88,8 +126,9 @@ class ChunkPump:
         self._ready: deque[tuple[str, Any]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._wake_pending = False
-        self._last_wake = -COALESCE_S  # loop time of the last wake-up (time.monotonic)
-        self._collector: asyncio.TimerHandle | None = None  # collects the events queued since
+        self._last_event = -COALESCE_S  # when the producer handed over its last event (its clock)
+        self._fast = False  # that event came less than COALESCE_S after the one before
+        self._collected = False  # the loop's collector looks at this pump at its next tick
         self._stop = threading.Event()
         self._finished = False
         self._closed = False
@@ -106,8 +145,8 @@ class ChunkPump:
         self._ready.append((kind, value))
         if self._wake_pending:
             return  # the wake-up already on its way will find this chunk too
-        if may_wait and time.monotonic() - self._last_wake < COALESCE_S - _MARGIN_S:
-            return  # the collector the last wake-up set will find it (see _wake)
+        if may_wait and self._collected:
+            return  # the collector's next tick finds it (see Collector.watch)
         self._wake_pending = True
         try:
             self._loop.call_soon_threadsafe(self._wake)
@@ -122,6 +161,9 @@ class ChunkPump:
 
     def _push(self, event: Any) -> None:
         """The sink a push source's producer calls, from its own thread."""
+        now = time.monotonic()
+        self._fast = now - self._last_event < COALESCE_S
+        self._last_event = now
         source = self._source
         self._hand_over(_EVENT, event, may_wait=source is not None and not source.is_last(event))
 
@@ -164,21 +206,11 @@ class ChunkPump:
 
     def _wake(self) -> None:
         self._wake_pending = False  # first: a chunk appended from now on schedules its own wake-up
-        # Then the collector, before any event can decide to wait for it: an event queued
-        # within COALESCE_S of this moment is collected when the timer fires, one queued later
-        # wakes the loop itself (the timer found nothing, or has not been set again).
-        self._last_wake = time.monotonic()
-        if self._collector is None and not self._finished:
-            self._collector = self._loop.call_later(COALESCE_S, self._collect)
+        if self._fast and not self._collected and not self._finished:
+            collector(self._loop).watch(self)  # before any later event can look at the flag
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def _collect(self) -> None:
-        """The collector: wake the consumer for the events queued since the last wake-up."""
-        self._collector = None
-        if self._ready:
-            self._wake()
 
     def _finish_source(self) -> None:
         """Stop a started push source on the executor (once; its end may block)."""

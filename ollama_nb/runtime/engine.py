@@ -581,8 +581,10 @@ class Engine:
             address = ctypes.addressof(pointer.contents)
             row = self._logit_rows.get(address)
             if row is None:
-                if len(self._logit_rows) > 4 * self.n_parallel * (self.n_batch + 1):
-                    self._logit_rows.clear()  # rows of an output buffer llama.cpp has replaced
+                if len(self._logit_rows) >= self.n_batch:
+                    # a step has at most n_batch output rows: more addresses than that mean
+                    # llama.cpp has replaced its output buffer, and the old rows are gone
+                    self._logit_rows.clear()
                 row = self._logit_rows[address] = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
             return int(row.argmax())
         return lib().llama_sampler_sample(s.chain, self._ctx, index)

@@ -46,9 +46,16 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def ask(manager: Any, images: list[bytes] | None, **extra: Any) -> Any:
+def ask(manager: Any, images: list[bytes] | None, logprobs: bool = False, **extra: Any) -> Any:
     message = {"role": "user", "content": QUESTION, **({"images": [b64(i) for i in images]} if images else {})}
-    return manager.chat(model=VISION, messages=[message], stream=False, options={**GREEDY, **extra})
+    return manager.chat(model=VISION, messages=[message], stream=False, options={**GREEDY, **extra},
+                        **({"logprobs": True, "top_logprobs": 5} if logprobs else {}))
+
+
+def scores(reply: Any) -> list[tuple[str, float]]:
+    """The reply's tokens with their log-probabilities: what the image did to the model, to the
+    last bit, where a random projector may leave the words themselves alike."""
+    return [(lp.token, lp.logprob) for lp in reply.logprobs]
 
 
 def test_a_projector_layer_makes_a_vision_model(manager, vision, projector) -> None:
@@ -67,14 +74,16 @@ def test_an_image_takes_its_tokens_and_steers_the_reply(manager, vision) -> None
     manager.unload(vision)  # nothing cached: each count below is the whole prompt
     plain = ask(manager, None, num_ctx=2048)
     manager.unload(vision)
-    first = ask(manager, [png(1)], num_ctx=2048)
+    first = ask(manager, [png(1)], logprobs=True, num_ctx=2048)
     assert first.prompt_eval_count == plain.prompt_eval_count + IMAGE_TOKENS  # the marker is no token
     manager.unload(vision)
-    again = ask(manager, [png(1)], num_ctx=2048)
+    again = ask(manager, [png(1)], logprobs=True, num_ctx=2048)
     manager.unload(vision)
-    other = ask(manager, [png(2)], num_ctx=2048)
+    other = ask(manager, [png(2)], logprobs=True, num_ctx=2048)
     assert again.message.content == first.message.content  # the same image, the same greedy reply
-    assert other.message.content != first.message.content  # another image, another reply
+    assert scores(again) == scores(first)
+    assert scores(other) != scores(first)  # another image steers the model another way
+    assert first.message.content != plain.message.content  # and an image at all changes the reply
     manager.unload(vision)
     two = ask(manager, [png(1), png(2)], num_ctx=2048)
     assert two.prompt_eval_count == plain.prompt_eval_count + 2 * IMAGE_TOKENS

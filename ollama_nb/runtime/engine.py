@@ -30,6 +30,7 @@ from .jobs import GenerationRequest, LoadParams
 from .library import lib
 from .memory import mapped_ranges, release_zero_pages
 from .prompt_cache import PromptCache
+from .prompt_end import LogitsSource, PromptEnd, sample_row
 from .sequence import SequenceState, common_prefix
 from .threads import ThreadGovernor
 from .vision import NO_PROJECTOR, MediaPrompt, Projector, check_projector
@@ -129,6 +130,7 @@ class Engine:
         self._can_shift = bool(self._memory is not None and lc.llama_memory_can_shift(self._memory))
         self.n_swa: int = int(lc.llama_model_n_swa(self._llm.model))  # sliding-window attention, 0: none
         self._slots: list[list[int]] = [[] for _ in range(parallel)]  # each sequence's KV tokens
+        self._prompt_ends: list[PromptEnd | None] = [None] * parallel  # runtime.prompt_end, per sequence
         self._last_used = [0] * parallel
         self._busy: set[int] = set()  # the sequences of the requests decoding now
         self._use_counter = 0
@@ -263,25 +265,32 @@ class Engine:
                 lib().llama_memory_clear(self._memory, True)
             for cached in self._slots:
                 cached.clear()
+            self._prompt_ends = [None] * self.n_parallel
             return
         if self._memory is not None:
             lib().llama_memory_seq_rm(self._memory, seq, -1, -1)
         self._slots[seq].clear()
+        self._prompt_ends[seq] = None
 
-    def _prepare_prompt(self, seq: int, prompt: list[int], reuse: bool) -> int:
-        """Reuse the longest cached prefix of ``seq``; return how many prompt tokens it covers."""
+    def _prepare_prompt(self, seq: int, prompt: list[int], reuse: bool, *, whole: bool = True) -> int:
+        """Reuse the longest cached prefix of ``seq``; return how many prompt tokens it covers:
+        all of them only when ``whole`` allows it and the last one's logits were kept
+        (``runtime.prompt_end``), else at most all but the last, which is evaluated again."""
         cached = self._slots[seq]
         if not reuse or self._memory is None:
             self._forget_cache(seq)
             return 0
         common = common_prefix(cached, prompt)
-        if common == len(prompt):
-            common -= 1  # we need fresh logits for the last prompt token
+        end = self._prompt_ends[seq]
+        if common == len(prompt) and not (whole and end is not None and end.n_tokens == common):
+            common -= 1  # the first reply token needs the last prompt token's logits
         if common < len(cached):
             if not lib().llama_memory_seq_rm(self._memory, seq, common, -1):
                 self._forget_cache(seq)
                 return 0
             del cached[common:]
+            if end is not None and end.n_tokens > common:
+                self._prompt_ends[seq] = None
         if common and self.n_swa > 0 and lib().llama_memory_seq_pos_min(self._memory, seq) > max(0, common - self.n_swa):
             # a sliding-window cache has let go of cells the next tokens still attend to
             # (llama-server's rule): the prompt is evaluated again from the start
@@ -311,6 +320,7 @@ class Engine:
         lc = lib()
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
         cached.clear()
+        self._prompt_ends[seq] = None
         data = state.data
         if not isinstance(data, ctypes.Array):
             data = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
@@ -318,6 +328,7 @@ class Engine:
             self._forget_cache(seq)  # no room for it: the prompt is evaluated from scratch
             return
         cached.extend(state.tokens)
+        self._prompt_ends[seq] = state.prompt_end
 
     def _share_prefix(self, seq: int, prompt: list[int], live: int) -> int:
         """Let ``seq`` start from the cells of the longest prefix of ``prompt`` another sequence
@@ -338,6 +349,8 @@ class Engine:
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
         lc.llama_memory_seq_cp(self._memory, source, seq, 0, best)
         cached[:] = prompt[:best]
+        end = self._prompt_ends[source]
+        self._prompt_ends[seq] = end if end is not None and end.n_tokens <= best else None  # the very cells it came from
         return best
 
     def _save_state(self, seq: int) -> None:
@@ -351,7 +364,7 @@ class Engine:
         written = int(lc.llama_state_seq_get_data(self._ctx, buffer, size, seq))
         if written:
             data = buffer if written == size else (ctypes.c_uint8 * written).from_buffer(buffer)
-            self.prompt_cache.save(self._slots[seq], data)
+            self.prompt_cache.save(self._slots[seq], data, self._prompt_ends[seq])
 
     def _pick_slot(self, free: list[int], prompt: list[int]) -> int:
         """Where a prompt should run, so that conversations keep their KV between turns.
@@ -401,6 +414,7 @@ class Engine:
         lc.llama_memory_seq_rm(self._memory, seq, keep, keep + discard)
         lc.llama_memory_seq_add(self._memory, seq, keep + discard, n_past, -discard)
         del cached[keep : keep + discard]
+        self._prompt_ends[seq] = None  # the cells moved: what they gave is not what they would give
         return True
 
     @property
@@ -411,9 +425,8 @@ class Engine:
         """How many tokens sequence ``seq`` holds in the KV cache."""
         return len(self._slots[seq])
 
-    def top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
-        ptr = lib().llama_get_logits_ith(self._ctx, index)
-        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+    def top_logprobs(self, index: LogitsSource, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]:
+        logits = self._logits(index).astype(np.float64)
         peak = logits.max()
         logz = peak + math.log(float(np.exp(logits - peak).sum()))
         top: list[tuple[str, float]] = []
@@ -482,7 +495,10 @@ class Engine:
             if job.reuse_cache:
                 self._swap_in(slot, prompt)
             reused = self._prepare_prompt(slot, prompt, job.reuse_cache)
-            return SequenceState(self, slot, request, job, prompt, reused)
+            state = SequenceState(self, slot, request, job, prompt, reused)
+            if not state.todo:
+                self._answer_from_prompt_end(state)
+            return state
         except Exception as exc:  # noqa: BLE001 - this request's own fault (template, grammar): it alone fails
             request.done(exc)
             return None
@@ -504,8 +520,9 @@ class Engine:
         slot = self._pick_slot(free, prompt)
         if reuse:
             self._swap_in(slot, prompt, share=False)
-        reused = media.safe_prefix(self._prepare_prompt(slot, prompt, reuse))
+        reused = media.safe_prefix(self._prepare_prompt(slot, prompt, reuse, whole=False))
         cached = self._slots[slot]
+        self._prompt_ends[slot] = None  # the encoder writes the rest of the cells its own way
         if reused < len(cached):
             lib().llama_memory_seq_rm(self._memory, slot, reused, -1)
             del cached[reused:]
@@ -521,6 +538,35 @@ class Engine:
         state.todo = []
         state.accept(self._sample(state, -1), -1)
         return state
+
+    def _answer_from_prompt_end(self, s: SequenceState) -> None:
+        """A prompt whose every token is cached with its last one's logits kept: its first
+        token is sampled now, from those logits, and it joins the batch loop generating."""
+        end = self._prompt_ends[s.seq]
+        if end is None or end.n_tokens != len(s.prompt):
+            raise OllamaNbError("the prompt's kept logits went missing")  # _prepare_prompt's promise broken
+        s.decode_started_ns = time.perf_counter_ns()
+        try:
+            s.accept(self._sample(s, end.row), end.row)
+        except BaseException:
+            s.fail_quietly()
+            raise
+
+    def _keep_prompt_end(self, s: SequenceState, index: int) -> None:
+        """After a prompt's first reply token: keep its last token's logits for the next time
+        the same prompt comes, unless the sequence's cells no longer end with the prompt (the
+        token shifted the context)."""
+        cached = self._slots[s.seq]
+        if len(cached) == len(s.prompt):
+            self._prompt_ends[s.seq] = PromptEnd(len(cached), self._logits(index).copy())
+
+    def _logits(self, source: LogitsSource) -> np.ndarray:
+        """The logits row of the batch row ``source`` (a view, valid until the next decode), or
+        the kept row itself."""
+        if isinstance(source, np.ndarray):
+            return source
+        pointer = lib().llama_get_logits_ith(self._ctx, source)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
     def _step(self, active: list[SequenceState]) -> None:
         """One batch: a token for every generating sequence, then prompt chunks up to n_batch."""
@@ -566,16 +612,22 @@ class Engine:
                 if s.draft:
                     produced += self._verify(s, index)
                 else:
+                    prompt_end = s.first_token_ns is None
                     s.accept(self._sample(s, index), index)
+                    if prompt_end:
+                        self._keep_prompt_end(s, index)
                     produced += 1
         if only_tokens and drafters:
             elapsed = time.perf_counter_ns() - started
             for s, drafted in drafters:
                 s.drafter.timed(drafted, produced, elapsed)
 
-    def _sample(self, s: SequenceState, index: int) -> int:
-        """The token ``s`` samples from the logits of batch row ``index``: the first largest
-        logit when its chain is greedy alone (exactly what that chain picks), else the chain's."""
+    def _sample(self, s: SequenceState, index: LogitsSource) -> int:
+        """The token ``s`` samples from the logits of batch row ``index`` (or a kept row): the
+        first largest logit when its chain is greedy alone (exactly what that chain picks), else
+        the chain's."""
+        if isinstance(index, np.ndarray):
+            return int(index.argmax()) if s.argmax else sample_row(s.chain, index)
         if s.argmax:
             pointer = lib().llama_get_logits_ith(self._ctx, index)
             address = ctypes.addressof(pointer.contents)

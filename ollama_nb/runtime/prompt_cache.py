@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sized
 from dataclasses import dataclass
 
+from .prompt_end import PromptEnd
 from .sequence import common_prefix
 
 #: Below this many tokens a prompt is cheaper to evaluate again than to save and restore.
@@ -26,6 +27,11 @@ MIN_TOKENS = 32
 class SavedState:
     tokens: tuple[int, ...]
     data: Sized  # the sequence's state as llama.cpp wrote it: bytes, or the ctypes buffer it wrote into
+    prompt_end: PromptEnd | None = None  # the kept logits of the prompt those cells began with
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data) + (self.prompt_end.row.nbytes if self.prompt_end is not None else 0)
 
 
 class PromptCache:
@@ -48,15 +54,16 @@ class PromptCache:
         when it is short, or already saved as it is)."""
         return self.limit_bytes > 0 and len(tokens) >= MIN_TOKENS and tuple(tokens) not in self._states
 
-    def save(self, tokens: list[int], data: Sized) -> None:
-        if len(data) > self.limit_bytes:
-            return
+    def save(self, tokens: list[int], data: Sized, prompt_end: PromptEnd | None = None) -> None:
         key = tuple(tokens)
+        state = SavedState(key, data, prompt_end)
+        if state.size_bytes > self.limit_bytes:
+            return
         # a saved state that is a prefix of this one is covered by it
         for old in [k for k in self._states if len(k) <= len(key) and key[: len(k)] == k]:
             self._drop(old)
-        self._states[key] = SavedState(key, data)
-        self._bytes += len(data)
+        self._states[key] = state
+        self._bytes += state.size_bytes
         while self._bytes > self.limit_bytes:
             self._drop(next(iter(self._states)))
 
@@ -73,4 +80,4 @@ class PromptCache:
         return found
 
     def _drop(self, key: tuple[int, ...]) -> None:
-        self._bytes -= len(self._states.pop(key).data)
+        self._bytes -= self._states.pop(key).size_bytes

@@ -6,12 +6,15 @@ from __future__ import annotations
 import codecs
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .drafting import PromptLookup
 from .jobs import GenerationJob, GenerationRequest, GenerationResult, TokenPiece
 from .library import lib
 from .sampling import build_sampler, first_stop, is_plain_greedy, stop_prefix_len
+
+if TYPE_CHECKING:
+    from .prompt_end import LogitsSource
 
 
 class SequenceHost(Protocol):
@@ -28,7 +31,7 @@ class SequenceHost(Protocol):
 
     def piece(self, token: int) -> bytes: ...
 
-    def top_logprobs(self, index: int, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]: ...
+    def top_logprobs(self, index: LogitsSource, chosen: int, k: int) -> tuple[float, list[tuple[str, float]]]: ...
 
     def cached_tokens(self, seq: int) -> int: ...
 
@@ -77,7 +80,7 @@ class SequenceState:
             else:
                 self.emit(TokenPiece(text))
 
-    def accept(self, token: int, index: int) -> None:
+    def accept(self, token: int, index: LogitsSource) -> None:
         """Handle a sampled token: end of generation, a stop string, or visible text."""
         host, job = self.host, self.job
         if self.first_token_ns is None:
@@ -127,16 +130,19 @@ class SequenceState:
         now = time.perf_counter_ns()
         started = self.decode_started_ns or self.admitted_ns
         first = self.first_token_ns or now
+        # Ollama always evaluates a prompt's last token again and counts it: a kept row of its
+        # logits (runtime.prompt_end) stands in for that evaluation, and is counted the same
+        reused = min(self.reused, len(self.prompt) - 1)
         self.done(
             GenerationResult(
                 text="".join(self.text_parts),
                 done_reason=reason,
                 tokens=self.prompt + self.generated,
-                prompt_eval_count=len(self.prompt) - self.reused,
+                prompt_eval_count=len(self.prompt) - reused,
                 prompt_eval_duration=first - started,
                 eval_count=len(self.generated),
                 eval_duration=now - first if self.generated else 0,
-                cached_tokens=self.reused,
+                cached_tokens=reused,
                 first_token_ns=first - self.admitted_ns if self.first_token_ns else None,
             )
         )

@@ -24,7 +24,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH",
                 "OLLAMA_LLM_LIBRARY", "OLLAMA_NOPRUNE", "OLLAMA_DEBUG", "OLLAMA_FLASH_ATTENTION",
                 "OLLAMA_KV_CACHE_TYPE", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE",
-                "OLLAMA_NB_LAZY_MEMORY", "OLLAMA_NB_EXTRA_BUFFERS", "OLLAMA_NB_PROMPT_CACHE_MB"):
+                "OLLAMA_NB_LAZY_MEMORY", "OLLAMA_NB_EXTRA_BUFFERS", "OLLAMA_NB_PROMPT_CACHE_MB",
+                "OLLAMA_NB_KV_UNIFIED"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -111,9 +111,10 @@ def test_another_sequence_shares_the_row_with_the_cells(
     m = ModelManager(Store(shared_models))
     try:
         two = {**GREEDY, "num_predict": 2}
-        first = generate(m, SHORT, two)
+        prompt = AGAIN["155 tokens"]
+        first = generate(m, prompt, two)
         assert counted.decodes == 2  # the prompt, then the first reply token
-        again = generate(m, SHORT, two)  # sequence 0 holds prompt and reply: it goes to sequence 1
+        again = generate(m, prompt, two)  # sequence 0 holds prompt and reply: it goes to sequence 1
         assert engine_of(m)._slots[1]  # which started from sequence 0's cells of the prompt
         assert counted.decodes == 3  # and from its kept row: only the first reply token was decoded
         assert again.response == first.response

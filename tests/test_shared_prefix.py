@@ -1,6 +1,8 @@
 """Sequences sharing the cells of a common prefix (``OLLAMA_NUM_PARALLEL`` > 1), on the real
-engine: a prompt that starts like another sequence's conversation evaluates only what differs,
-gets the reply it gets on a fresh model, and leaves the other conversation whole.
+engine, with a stream of cells per sequence (copied from one to the other) and in one unified
+pool (the same cells, held by both): a prompt that starts like another sequence's conversation
+evaluates only what differs, gets the reply it gets on a fresh model, and leaves the other
+conversation whole.
 
 The context is 2 x 128 cells, so the attention window stays below the 512 cells past which
 llama.cpp's CPU flash attention sums in other chunks; within it the replies must be identical
@@ -42,7 +44,13 @@ def _two_sequences_and_no_ram_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_NB_PROMPT_CACHE_MB", "0")  # only the cells can keep a conversation
 
 
-def test_a_branch_shares_the_prefix_and_the_first_conversation_stays_whole(shared_models: Path) -> None:
+@pytest.fixture(params=["streams", "unified"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("OLLAMA_NB_KV_UNIFIED", "1" if request.param == "unified" else "0")
+    return request.param
+
+
+def test_a_branch_shares_the_prefix_and_the_first_conversation_stays_whole(shared_models: Path, layout: str) -> None:
     story, branch, again = run(shared_models, [NEXT, BRANCH, NEXT])
     branch_alone = run(shared_models, [BRANCH])[0]
     assert story[1] > 50
@@ -59,7 +67,7 @@ def test_without_a_second_sequence_nothing_is_shared(shared_models: Path, monkey
     assert again[1] > 5  # and the first ending is gone from it
 
 
-def test_a_context_shift_never_moves_cells_another_sequence_shares(shared_models: Path) -> None:
+def test_a_context_shift_never_moves_cells_another_sequence_shares(shared_models: Path, layout: str) -> None:
     m = ModelManager(Store(shared_models))
     options = {**GREEDY, "num_predict": 40}
     try:
@@ -75,10 +83,14 @@ def test_a_context_shift_never_moves_cells_another_sequence_shares(shared_models
         prompt_length = len(branch.context) - branch.eval_count
         assert prompt_length - branch.prompt_eval_count >= 70  # it did start from the shared cells
         assert prompt_length + branch.eval_count > 128  # and it did shift
-        # The first conversation's next turn: its cells were given up before the shift, so it is
-        # evaluated afresh rather than read from cells whose positions moved under it.
+        # The first conversation's next turn. In one pool its cells were given up before the
+        # shift, so it is evaluated afresh rather than read from cells whose positions moved under
+        # it; in its own stream it held copies, which nothing moved.
         resumed = m.generate(model=SMOLLM, prompt="And then?", context=history, stream=False, options=GREEDY)
-        assert resumed.prompt_eval_count > 80
+        if layout == "unified":
+            assert resumed.prompt_eval_count > 80
+        else:
+            assert resumed.prompt_eval_count < 40
         assert resumed.response.strip()
     finally:
         m.close()

@@ -256,6 +256,7 @@ class ModelManager:
             kv_cache_type=config.KV_CACHE_TYPES[config.kv_cache_type()] if flash else 1,
             adapters=tuple(spec.adapters),
             num_parallel=config.num_parallel(),
+            kv_unified=config.kv_unified(),
             lazy_memory=config.lazy_memory(),
             prompt_cache_mb=config.prompt_cache_mb(),
             pooling_type=_pooling_type(spec),

@@ -40,20 +40,29 @@ log = logging.getLogger("ollama_nb.runtime")
 
 _default_params_lock = threading.Lock()
 
+#: Across streams a shared prefix is copied with the whole sequence it lies in: worth it while the
+#: prefix is at least 1/_COPY_WORTH of that sequence (a cell copies some hundred times faster
+#: than its token evaluates, so the margin is wide).
+_COPY_WORTH = 16
+
 
 @contextlib.contextmanager
-def _llama_defaults(n_seq: int, use_extra_buffers: bool) -> Iterator[None]:
-    """Let the next ``Llama(...)`` create a context with ``n_seq`` sequences, and load its weights
-    with or without the CPU's extra buffer types.
+def _llama_defaults(n_seq: int, use_extra_buffers: bool, unified: bool) -> Iterator[None]:
+    """Let the next ``Llama(...)`` create a context with ``n_seq`` sequences, in one pool of
+    cells (``unified``) or a stream each, and load its weights with or without the CPU's extra
+    buffer types.
 
     ``Llama`` exposes neither ``n_seq_max`` (it only raises it for embeddings) nor
     ``use_extra_bufts``, but it starts from ``llama_context_default_params()`` and
     ``llama_model_default_params()`` and never touches those fields, so for the duration of one
-    construction the defaults it reads carry our values. The KV cache is unified (one pool of
-    ``num_ctx * n_seq`` cells): with separate per-sequence streams a batch of four tokens cost
-    four times one on this CPU, unified it decodes 1.25x more tokens per second
-    (bench/results/server.md), and in a unified cache two sequences can share the cells of a
-    common prefix. Extra buffer types are off where the CPU probe saw them crash
+    construction the defaults it reads carry our values. By default each sequence has a stream
+    of ``num_ctx`` cells, as llama-server's ``-np`` gives each slot: a token's attention then
+    looks over its own sequence's cells only, where in one pool it looks over everyone's (8
+    clients of SmolLM2: 131 tokens/s in streams, 118 unified; llama-server 125 and 108). A batch
+    over streams is cut into a decode per run of consecutive sequence ids, so ``_step`` orders
+    its tokens by sequence (unordered, four clients ran up to four decodes a step). A unified
+    pool (``OLLAMA_NB_KV_UNIFIED``) lets two sequences share the cells of a common prefix
+    without a copy. Extra buffer types are off where the CPU probe saw them crash
     (``runtime.extra_buffers``).
     """
     if n_seq <= 1 and use_extra_buffers:
@@ -70,7 +79,7 @@ def _llama_defaults(n_seq: int, use_extra_buffers: bool) -> Iterator[None]:
             params = context_defaults()
             if n_seq > 1:
                 params.n_seq_max = n_seq
-                params.kv_unified = True
+                params.kv_unified = unified
             return params
 
         def with_buffers() -> Any:
@@ -120,6 +129,7 @@ class Engine:
         self._vocab = self._model.vocab
         self._batch = self._llm._batch
         self.n_parallel = parallel
+        self.kv_unified = params.kv_unified and parallel > 1  # one pool of cells, which sequences can share
         # What one sequence may use: num_ctx, as Ollama gives each parallel slot (the cells of
         # the unified cache are shared, so this limit is ours to keep, by truncation and shift).
         self.n_ctx: int = min(int(lc.llama_n_ctx_seq(self._ctx)), params.num_ctx)
@@ -176,14 +186,14 @@ class Engine:
         cannot have it (Ollama's rule: the setting is a wish, never a reason to fail a load).
         Returns the ``Llama`` and the parameters it really got."""
         try:
-            with _llama_defaults(parallel, params.extra_buffers is not False):
+            with _llama_defaults(parallel, params.extra_buffers is not False, params.kv_unified):
                 return cls._load(model_path, params, parallel), params
         except (ValueError, RuntimeError) as exc:
             if not params.flash_attention:
                 raise
             log.warning("%s: no context with flash attention (%s); loading without it", model_path, exc)
         plain = dataclasses.replace(params, flash_attention=False, kv_cache_type=1)
-        with _llama_defaults(parallel, plain.extra_buffers is not False):
+        with _llama_defaults(parallel, plain.extra_buffers is not False, plain.kv_unified):
             return cls._load(model_path, plain, parallel), plain
 
     @staticmethod
@@ -332,26 +342,44 @@ class Engine:
 
     def _share_prefix(self, seq: int, prompt: list[int], live: int) -> int:
         """Let ``seq`` start from the cells of the longest prefix of ``prompt`` another sequence
-        holds, if longer than the ``live`` tokens it shares itself: in a unified cache a cell
-        can belong to several sequences, so this costs no copy and no cell (the same system
-        prompt, a regenerated reply, a conversation branching off). Returns the prefix ``seq``
-        now holds."""
+        holds, if longer than the ``live`` tokens it shares itself (the same system prompt, a
+        regenerated reply, a conversation branching off). In a unified cache a cell can belong
+        to several sequences, so this costs no copy and no cell; across streams the other
+        sequence's cells are copied (a state copy, as the prompt cache makes: SmolLM2's 1,200
+        tokens are 26 MiB, copied out and in within milliseconds, where evaluating them takes a
+        second). Returns the prefix ``seq`` now holds."""
         best, source = live, -1
         for other, tokens in enumerate(self._slots):
             if other != seq and len(tokens) > best:
                 common = common_prefix(tokens, prompt)
                 if common > best:
                     best, source = common, other
-        if source < 0:
+        if source < 0 or (not self.kv_unified and (best - live) * _COPY_WORTH < len(self._slots[source])):
             return live
         lc = lib()
         cached = self._slots[seq]
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
-        lc.llama_memory_seq_cp(self._memory, source, seq, 0, best)
+        cached.clear()
+        self._prompt_ends[seq] = None
+        if self.kv_unified:
+            lc.llama_memory_seq_cp(self._memory, source, seq, 0, best)
+        elif not self._copy_sequence(source, seq, best):
+            self._forget_cache(seq)
+            return 0
         cached[:] = prompt[:best]
         end = self._prompt_ends[source]
-        self._prompt_ends[seq] = end if end is not None and end.n_tokens <= best else None  # the very cells it came from
+        self._prompt_ends[seq] = end if end is not None and end.n_tokens <= best else None  # the values it came from
         return best
+
+    def _copy_sequence(self, source: int, seq: int, keep: int) -> bool:
+        """Copy the first ``keep`` tokens' cells of ``source`` into the (empty) stream of ``seq``."""
+        lc = lib()
+        size = int(lc.llama_state_seq_get_size(self._ctx, source))
+        buffer = (ctypes.c_uint8 * max(size, 1))()
+        written = int(lc.llama_state_seq_get_data(self._ctx, buffer, size, source)) if size > 0 else 0
+        if not written or lc.llama_state_seq_set_data(self._ctx, buffer, written, seq) == 0:
+            return False
+        return bool(lc.llama_memory_seq_rm(self._memory, seq, keep, -1))
 
     def _save_state(self, seq: int) -> None:
         lc = lib()
@@ -402,10 +430,10 @@ class Engine:
         discard = (n_past - keep) // 2
         if not self._can_shift or discard <= 0:
             return False
-        # A cell has one position for every sequence it belongs to, so the cells that move must be
-        # this sequence's alone: a sequence that may share them (its tokens agree past the part
-        # kept) lets go of them first, or, while it decodes, the shift does not happen.
-        for other, tokens in enumerate(self._slots):
+        # In a unified cache a cell has one position for every sequence it belongs to, so the cells
+        # that move must be this sequence's alone: a sequence that may share them (its tokens agree
+        # past the part kept) lets go of them first, or, while it decodes, the shift does not happen.
+        for other, tokens in enumerate(self._slots if self.kv_unified else ()):
             if other != seq and common_prefix(tokens, cached) > keep + discard:
                 if other in self._busy:
                     return False
@@ -573,6 +601,7 @@ class Engine:
         lc = lib()
         batch = self._batch.batch
         n = 0
+        active = sorted(active, key=lambda s: s.seq)  # across streams, one decode per run of consecutive ids
         for s in active:
             if s.next_token is not None:
                 cached = self._slots[s.seq]

@@ -241,14 +241,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def measured(results: dict[str, Any], key: str) -> str:
+    """When a section was measured and with how many rounds: a run of some sections keeps the
+    others' results from an earlier run."""
+    return (f"Measured {results.get(f'{key}_date', results['date'])}, "
+            f"{results.get(f'{key}_rounds', results['rounds'])} rounds.")
+
+
 def markdown(results: dict[str, Any]) -> str:
     md = [(f"# Cost as work grows: ollama-nb serve vs llama-server ({results['model']}, {results['threads']} "
           f"threads, {results['date']})"), "",
           (f"Greedy, {GEN_TOKENS} generated tokens per request, num_ctx {NUM_CTX}, flash attention on both sides; "
-          f"medians of {results['rounds']} rounds in alternating order. Ratios are ours / llama-server: "
+          "medians of each section's rounds in alternating order. Ratios are ours / llama-server: "
           "first token below 1 is faster, tokens/s above 1 is faster."), "",
           "![first token and tokens/s against context length and chat turns](context.png)", "",
-          "## A fresh prompt of N tokens", "",
+          "## A fresh prompt of N tokens", "", measured(results, "lengths"), "",
           "| prompt tokens | first token, ours | llama-server | ratio | tokens/s, ours | llama-server | ratio |",
           "|---|---|---|---|---|---|---|"]
     for row in results["lengths"]:
@@ -256,7 +263,8 @@ def markdown(results: dict[str, Any]) -> str:
         md.append(f"| {o['new_tokens']:.0f} | {o['ttft_ms']:.0f} ms | {s['ttft_ms']:.0f} ms | {row['ttft_ratio']:.2f} "
                   f"| {o['gen_tps']:.1f} | {s['gen_tps']:.1f} | {row['tps_ratio']:.2f} |")
     md += ["", "## Turn N of one chat", "",
-           "New tokens are what each side processed for the turn (the rest came from its cache).", "",
+           "New tokens are what each side processed for the turn (the rest came from its cache). "
+           + measured(results, "turns"), "",
            ("| turn | new tokens, ours | llama-server | first token, ours | llama-server | ratio "
            "| tokens/s, ours | llama-server | ratio |"),
            "|---|---|---|---|---|---|---|---|---|"]
@@ -269,8 +277,7 @@ def markdown(results: dict[str, Any]) -> str:
         md += ["", "## Two chats taking turns on one sequence", "",
                ("Chats A and B alternate; each turn finds the other chat's KV in the sequence, so its own "
                 "history comes back only from a prompt cache in RAM (ours: 256 MB by default; "
-                "llama-server's `--cache-ram`: 8192 MiB by default). "
-                f"Measured {results.get('interleaved_date', results['date'])}."), "",
+                "llama-server's `--cache-ram`: 8192 MiB by default). " + measured(results, "interleaved")), "",
                ("| turn | new tokens, ours | llama-server | first token, ours | llama-server | ratio "
                 "| tokens/s, ours | llama-server | ratio |"),
                "|---|---|---|---|---|---|---|---|---|"]
@@ -318,6 +325,7 @@ def main() -> None:
             if key not in sections and key in previous:
                 results[key] = previous[key]
                 results[f"{key}_date"] = previous.get(f"{key}_date", previous.get("date"))
+                results[f"{key}_rounds"] = previous.get(f"{key}_rounds", previous.get("rounds"))
         if "lengths" in sections:
             print("fresh prompts:", flush=True)
             results["lengths"] = by_length(ours, server.url, [int(x) for x in args.lengths.split(",")], args.rounds)
@@ -327,7 +335,8 @@ def main() -> None:
         if "interleaved" in sections:
             print("two chats taking turns:", flush=True)
             results["interleaved"] = by_interleaved(ours, server.url, args.interleaved_turns, args.rounds)
-            results["interleaved_date"] = results["date"]
+        for key in sections:
+            results[f"{key}_date"], results[f"{key}_rounds"] = results["date"], args.rounds
     finally:
         proc.terminate()
         proc.wait()

@@ -130,8 +130,8 @@ class Engine:
         self._batch = self._llm._batch
         self.n_parallel = parallel
         self.kv_unified = params.kv_unified and parallel > 1  # one pool of cells, which sequences can share
-        # What one sequence may use: num_ctx, as Ollama gives each parallel slot (the cells of
-        # the unified cache are shared, so this limit is ours to keep, by truncation and shift).
+        # What one sequence may use: num_ctx, as Ollama gives each parallel slot (in a unified
+        # cache the cells are everyone's, so this limit is ours to keep, by truncation and shift).
         self.n_ctx: int = min(int(lc.llama_n_ctx_seq(self._ctx)), params.num_ctx)
         self.n_ctx_train: int = self._model.n_ctx_train()
         self.n_vocab: int = self._llm.n_vocab()
@@ -374,25 +374,30 @@ class Engine:
     def _copy_sequence(self, source: int, seq: int, keep: int) -> bool:
         """Copy the first ``keep`` tokens' cells of ``source`` into the (empty) stream of ``seq``."""
         lc = lib()
-        size = int(lc.llama_state_seq_get_size(self._ctx, source))
-        buffer = (ctypes.c_uint8 * max(size, 1))()
-        written = int(lc.llama_state_seq_get_data(self._ctx, buffer, size, source)) if size > 0 else 0
-        if not written or lc.llama_state_seq_set_data(self._ctx, buffer, written, seq) == 0:
+        data = self._read_state(source)
+        if data is None or lc.llama_state_seq_set_data(self._ctx, data, len(data), seq) == 0:
             return False
         return bool(lc.llama_memory_seq_rm(self._memory, seq, keep, -1))
 
     def _save_state(self, seq: int) -> None:
+        data = self._read_state(seq, limit=self.prompt_cache.limit_bytes)
+        if data is not None:
+            self.prompt_cache.save(self._slots[seq], data, self._prompt_ends[seq])
+
+    def _read_state(self, seq: int, *, limit: int | None = None) -> ctypes.Array | None:
+        """Sequence ``seq``'s cells as llama.cpp serialises them, if any (and within ``limit``
+        bytes). The buffer llama.cpp writes into is what is kept and what a restore reads from:
+        a 1,200-token state is 26 MiB, and each extra copy of it cost 3-6 ms of a turn's first
+        token."""
         lc = lib()
         size = int(lc.llama_state_seq_get_size(self._ctx, seq))
-        if size <= 0 or size > self.prompt_cache.limit_bytes:
-            return
-        # The buffer llama.cpp writes into is what the cache keeps, and what a restore reads from:
-        # a 1,200-token state is 26 MiB, and each extra copy of it cost 3-6 ms of a turn's first token.
+        if size <= 0 or (limit is not None and size > limit):
+            return None
         buffer = (ctypes.c_uint8 * size)()
         written = int(lc.llama_state_seq_get_data(self._ctx, buffer, size, seq))
-        if written:
-            data = buffer if written == size else (ctypes.c_uint8 * written).from_buffer(buffer)
-            self.prompt_cache.save(self._slots[seq], data, self._prompt_ends[seq])
+        if not written:
+            return None
+        return buffer if written == size else (ctypes.c_uint8 * written).from_buffer(buffer)
 
     def _pick_slot(self, free: list[int], prompt: list[int]) -> int:
         """Where a prompt should run, so that conversations keep their KV between turns.

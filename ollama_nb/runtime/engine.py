@@ -330,7 +330,6 @@ class Engine:
         lc = lib()
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
         cached.clear()
-        self._prompt_ends[seq] = None
         data = state.data
         if not isinstance(data, ctypes.Array):
             data = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
@@ -359,8 +358,6 @@ class Engine:
         lc = lib()
         cached = self._slots[seq]
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
-        cached.clear()
-        self._prompt_ends[seq] = None
         if self.kv_unified:
             lc.llama_memory_seq_cp(self._memory, source, seq, 0, best)
         elif not self._copy_sequence(source, seq, best):
@@ -595,11 +592,19 @@ class Engine:
 
     def _logits(self, source: LogitsSource) -> np.ndarray:
         """The logits row of the batch row ``source`` (a view, valid until the next decode), or
-        the kept row itself."""
+        the kept row itself; views are made once per row address (``_logit_rows``)."""
         if isinstance(source, np.ndarray):
             return source
         pointer = lib().llama_get_logits_ith(self._ctx, source)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        address = ctypes.addressof(pointer.contents)
+        row = self._logit_rows.get(address)
+        if row is None:
+            if len(self._logit_rows) >= self.n_batch:
+                # a step has at most n_batch output rows: more addresses than that mean
+                # llama.cpp has replaced its output buffer, and the old rows are gone
+                self._logit_rows.clear()
+            row = self._logit_rows[address] = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        return row
 
     def _step(self, active: list[SequenceState]) -> None:
         """One batch: a token for every generating sequence, then prompt chunks up to n_batch."""
@@ -660,19 +665,10 @@ class Engine:
         """The token ``s`` samples from the logits of batch row ``index`` (or a kept row): the
         first largest logit when its chain is greedy alone (exactly what that chain picks), else
         the chain's."""
-        if isinstance(index, np.ndarray):
-            return int(index.argmax()) if s.argmax else sample_row(s.chain, index)
         if s.argmax:
-            pointer = lib().llama_get_logits_ith(self._ctx, index)
-            address = ctypes.addressof(pointer.contents)
-            row = self._logit_rows.get(address)
-            if row is None:
-                if len(self._logit_rows) >= self.n_batch:
-                    # a step has at most n_batch output rows: more addresses than that mean
-                    # llama.cpp has replaced its output buffer, and the old rows are gone
-                    self._logit_rows.clear()
-                row = self._logit_rows[address] = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-            return int(row.argmax())
+            return int(self._logits(index).argmax())
+        if isinstance(index, np.ndarray):
+            return sample_row(s.chain, index)
         return lib().llama_sampler_sample(s.chain, self._ctx, index)
 
     def _draft_for(self, s: SequenceState, batch_used: int) -> list[int]:

@@ -237,10 +237,13 @@ def kernel_checks(models: str, requests: int) -> dict[str, float]:
 # ---- main ---------------------------------------------------------------------------------
 
 
-def single_stream(url: str, server: llama_server.LlamaServer, raw: Raw, tokens: int, rounds: int,
-                  sampling: dict[str, Any]) -> dict[str, Any]:
+def single_stream(url: str, small_pages_url: str, server: llama_server.LlamaServer, raw: Raw, tokens: int,
+                  rounds: int, sampling: dict[str, Any]) -> dict[str, Any]:
+    """Ours, ours with the weights in 4 KiB pages (``OLLAMA_NB_HUGE_PAGES=0``: the before of
+    runtime.huge_pages), llama-server and raw llama-cpp-python, in a rotated order each round."""
     sides = [
         ("ours", lambda: stream_generate(url, PROMPT, tokens, sampling)),
+        ("ours, 4 KiB pages", lambda: stream_generate(small_pages_url, PROMPT, tokens, sampling)),
         ("llama-server", lambda: llama_server.stream_completion(server.url, PROMPT, tokens, sampling)),
         ("raw", lambda: raw.run(PROMPT, tokens, sampling)),
     ]
@@ -251,6 +254,9 @@ def single_stream(url: str, server: llama_server.LlamaServer, raw: Raw, tokens: 
     for name, _ in sides:
         out[name] = {k: statistics.median(r[name][k] for r in runs) for k in ("gen_tps", "ttft_s", "tokens")}
     out["ours_vs_llama_server"] = summary([r["ours"]["gen_tps"] / r["llama-server"]["gen_tps"] for r in runs])
+    out["ours_vs_small_pages"] = summary([r["ours"]["gen_tps"] / r["ours, 4 KiB pages"]["gen_tps"] for r in runs])
+    out["small_pages_vs_llama_server"] = summary(
+        [r["ours, 4 KiB pages"]["gen_tps"] / r["llama-server"]["gen_tps"] for r in runs])
     out["raw_vs_llama_server"] = summary([r["raw"]["gen_tps"] / r["llama-server"]["gen_tps"] for r in runs])
     out["ttft_ours_minus_llama_server_ms"] = summary(
         [(r["ours"]["ttft_s"] - r["llama-server"]["ttft_s"]) * 1000 for r in runs])
@@ -328,14 +334,16 @@ def main() -> None:
 
     ceilings = [ceiling()]
     proc, url = start_server(models, 1)
+    small_proc, small_url = start_ollama_nb(models, parallel=1, num_ctx=NUM_CTX, env={"OLLAMA_NB_HUGE_PAGES": "0"})
     server = llama_server.start(built.llama_server, path, threads=threads, parallel=1, num_ctx=NUM_CTX)
     raw = Raw(path, threads)
     try:
-        results["single"] = {name: single_stream(url, server, raw, args.tokens, args.rounds, sampling)
+        results["single"] = {name: single_stream(url, small_url, server, raw, args.tokens, args.rounds, sampling)
                              for name, sampling in SAMPLINGS.items()}
     finally:
-        proc.terminate()
-        proc.wait()
+        for p in (proc, small_proc):
+            p.terminate()
+            p.wait()
         server.stop()
         raw.llm.close()
     ceilings.append(ceiling())
@@ -356,20 +364,27 @@ def main() -> None:
         f"`{' '.join(built.cmake_args)}` (bench/anchors.py). Flash attention on, context {NUM_CTX} per sequence, "
         f"on every side. Single stream: {args.rounds} rounds, the sides in a rotated order each round; "
         "a ratio is the median of the per-round ratios, (min–max) its spread. The ceiling is llama-bench's "
-        f"tg{args.tokens}, run before and after: {ceilings[0]:.1f} and {ceilings[1]:.1f} tokens/s.",
+        f"tg{args.tokens}, run before and after: {ceilings[0]:.1f} and {ceilings[1]:.1f} tokens/s. As Ollama does on "
+        "the CPU, llama-server and llama-bench read the weights in (`--load-mode none`, `-lm none`); ours reads "
+        "them in too and puts them in 2 MiB pages (runtime/huge_pages.py), and `ours, 4 KiB pages` is the same server "
+        "with `OLLAMA_NB_HUGE_PAGES=0`.",
         "",
-        "| single stream | ours /api/generate | llama-server /completion | raw llama-cpp-python "
-        "| ours / llama-server | ours / ceiling | raw / llama-server |",
-        "|---|---|---|---|---|---|---|",
+        "| single stream | ours /api/generate | ours, 4 KiB pages | llama-server /completion "
+        "| raw llama-cpp-python | ours / llama-server | ours / 4 KiB pages | 4 KiB pages / llama-server "
+        "| ours / ceiling | raw / llama-server |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in results["single"].items():
-        md.append(f"| generation tokens/s, {name} | {s['ours']['gen_tps']:.1f} | {s['llama-server']['gen_tps']:.1f} "
+        md.append(f"| generation tokens/s, {name} | {s['ours']['gen_tps']:.1f} "
+                  f"| {s['ours, 4 KiB pages']['gen_tps']:.1f} | {s['llama-server']['gen_tps']:.1f} "
                   f"| {s['raw']['gen_tps']:.1f} | {spread(s['ours_vs_llama_server'])} "
+                  f"| {spread(s['ours_vs_small_pages'])} | {spread(s['small_pages_vs_llama_server'])} "
                   f"| {s['ours']['gen_tps'] / tg:.2f} | {spread(s['raw_vs_llama_server'])} |")
     for name, s in results["single"].items():
         md.append(f"| first token, cached prompt, {name} | {s['ours']['ttft_s'] * 1000:.1f} ms "
+                  f"| {s['ours, 4 KiB pages']['ttft_s'] * 1000:.1f} ms "
                   f"| {s['llama-server']['ttft_s'] * 1000:.1f} ms | {s['raw']['ttft_s'] * 1000:.1f} ms "
-                  f"| {spread(s['ttft_ours_minus_llama_server_ms'], '{:+.1f}')} ms | | |")
+                  f"| {spread(s['ttft_ours_minus_llama_server_ms'], '{:+.1f}')} ms | | | | |")
     md += [
         "",
         ("| concurrent clients | ours (OLLAMA_NUM_PARALLEL=n) | llama-server (-np n) | ours / llama-server "

@@ -58,9 +58,11 @@ def wait_for(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_ollama_nb(models: str, *, parallel: int, num_ctx: int) -> tuple[Any, str]:
+def start_ollama_nb(models: str, *, parallel: int, num_ctx: int,
+                    env: dict[str, str] | None = None) -> tuple[Any, str]:
     """``ollama-nb serve`` as the anchors are run: models kept loaded, flash attention on,
-    ``num_ctx`` per sequence, ``parallel`` sequences; (process, base URL) once it answers."""
+    ``num_ctx`` per sequence, ``parallel`` sequences, ``env`` on top; (process, base URL) once it
+    answers."""
     import os
     import subprocess
     import sys
@@ -69,7 +71,7 @@ def start_ollama_nb(models: str, *, parallel: int, num_ctx: int) -> tuple[Any, s
     port = free_port()
     env = dict(os.environ, OLLAMA_MODELS=models, OLLAMA_HOST=f"127.0.0.1:{port}",
                OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_KEEP_ALIVE="-1", OLLAMA_CONTEXT_LENGTH=str(num_ctx),
-               OLLAMA_FLASH_ATTENTION="1")
+               OLLAMA_FLASH_ATTENTION="1", **(env or {}))
     cli = Path(sys.executable).with_name("ollama-nb")
     proc = subprocess.Popen([str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -33,15 +33,23 @@ class LlamaServer:
             self.proc.wait()
 
 
+def no_mmap(gpu_layers: int) -> list[str]:
+    """What Ollama adds for a load on the CPU alone (server/sched.go turns mmap off, reason
+    "cpu", and llm/llama_server.go passes that as ``--load-mode none``)."""
+    return ["--load-mode", "none"] if gpu_layers == 0 else []
+
+
 def start(binary: str, model_path: str, *, threads: int, parallel: int = 1, num_ctx: int = 4096,
           flash_attention: bool = True, gpu_layers: int = 0) -> LlamaServer:
     """llama-server as Ollama runs it: ``num_ctx`` per sequence (Ollama passes num_ctx x parallel
-    as the total), ``parallel`` slots, flash attention, the same threads for prompt and tokens."""
+    as the total), ``parallel`` slots, flash attention, the same threads for prompt and tokens,
+    and on the CPU the weights read in rather than mapped (Ollama's scheduler passes
+    ``--load-mode none`` when no GPU takes layers and ``use_mmap`` is unset)."""
     port = free_port()
     cmd = [binary, "-m", model_path, "--host", "127.0.0.1", "--port", str(port),
            "-t", str(threads), "-tb", str(threads), "-c", str(num_ctx * parallel), "-np", str(parallel),
            "-b", "512", "-fa", "on" if flash_attention else "off", "-ngl", str(gpu_layers),
-           "--no-webui", "--log-disable"]
+           "--no-webui", "--log-disable", *no_mmap(gpu_layers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -84,7 +92,9 @@ def bench_tg(binary: str, model_path: str, *, threads: int, tokens: int, reps: i
              flash_attention: bool = True, gpu_layers: int = 0) -> float:
     """llama-bench's generation tokens/s (tg``tokens``): llama.cpp with nothing around it."""
     out = subprocess.run([binary, "-m", model_path, "-t", str(threads), "-fa", "1" if flash_attention else "0",
-                          "-ngl", str(gpu_layers), "-p", "0", "-n", str(tokens), "-r", str(reps), "-o", "json"],
+                          "-ngl", str(gpu_layers), "-lm", "none" if no_mmap(gpu_layers) else "auto",
+                          "-p", "0", "-n", str(tokens), "-r", str(reps),
+                          "-o", "json"],
                          check=True, capture_output=True, text=True).stdout
     (row,) = [r for r in json.loads(out) if r.get("n_gen") == tokens]
     return float(row["avg_ts"])

@@ -67,6 +67,7 @@ def test_api_info_reports_the_loaded_models_as_they_run(live: Live) -> None:
     assert model.automatic_threads and 1 <= model.threads <= info.cpu.cores
     assert model.extra_buffers is extra_buffers.decide().enabled
     assert model.flash_attention is True and model.kv_cache_type == "f16" and model.gpu_layers == 0
+    assert not model.weights_mapped and model.huge_page_bytes >= 64 << 20  # the weights, in 2 MiB pages
     assert http(live.url, "POST", "/api/info").status == 405
 
 
@@ -116,3 +117,4 @@ def test_the_magic_prints_the_report(manager: Any, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "  Extra buffer types\n" in out and "  Loaded models\n" in out
     assert f"    {SMOLLM}" in out and "threads (automatic)" in out
+    assert "weights read in, " in out and " MiB in huge pages" in out

@@ -4,7 +4,7 @@ those zero pages back to the OS, and nothing a request can observe changes."""
 from __future__ import annotations
 
 from ollama_nb.manager.core import ModelManager
-from ollama_nb.runtime.memory import _subtract, mapped_ranges, release_zero_pages
+from ollama_nb.runtime.memory import mapped_ranges, release_zero_pages, subtract
 
 from .conftest import GEMMA, SMOLLM
 
@@ -83,9 +83,9 @@ def test_generation_is_unchanged_when_the_cache_fills_lazily(manager, monkeypatc
 
 
 def test_only_ranges_mapped_during_the_load_are_examined() -> None:
-    assert _subtract([(0, 100), (200, 300)], [(50, 250)]) == [(0, 50), (250, 300)]
-    assert _subtract([(0, 100)], [(10, 20), (30, 40)]) == [(0, 10), (20, 30), (40, 100)]
-    assert _subtract([(0, 100)], []) == [(0, 100)]
+    assert subtract([(0, 100), (200, 300)], [(50, 250)]) == [(0, 50), (250, 300)]
+    assert subtract([(0, 100)], [(10, 20), (30, 40)]) == [(0, 10), (20, 30), (40, 100)]
+    assert subtract([(0, 100)], []) == [(0, 100)]
     # Nothing new since the snapshot: nothing is read or released.
     assert release_zero_pages(mapped_ranges()) == 0
     assert release_zero_pages([]) == 0

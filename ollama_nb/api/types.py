@@ -409,6 +409,8 @@ class LoadedRuntime(ApiModel):
     kv_cache_type: str
     gpu_layers: int
     parallel: int
+    weights_mapped: bool = True  # the GGUF memory-mapped rather than read in (use_mmap)
+    huge_page_bytes: int = 0  # of its buffers, how much sits in 2 MiB pages (runtime.huge_pages)
 
 
 class InfoResponse(ApiModel):

@@ -105,6 +105,13 @@ def lazy_memory() -> bool:
     return _env("OLLAMA_NB_LAZY_MEMORY").lower() not in {"0", "false", "no", "off", "f"}
 
 
+def huge_pages() -> bool:
+    """``OLLAMA_NB_HUGE_PAGES`` (on unless ``0``/``false``): put llama.cpp's resident buffers
+    (the weights above all) in 2 MiB pages, and on the CPU read the weights in rather than map
+    them when ``use_mmap`` is not given (see ``runtime.huge_pages``)."""
+    return _env("OLLAMA_NB_HUGE_PAGES").lower() not in {"0", "false", "no", "off", "f"}
+
+
 def kv_unified() -> bool:
     """``OLLAMA_NB_KV_UNIFIED`` (off unless ``1``/``true``): with ``OLLAMA_NUM_PARALLEL`` above 1,
     one pool of KV cells for every sequence, as llama-server's ``--kv-unified``, instead of a

@@ -251,7 +251,7 @@ class ModelManager:
             num_gpu_layers=gpu.choose_gpu_layers(spec, options.get("num_gpu"), num_ctx),
             main_gpu=int(options.get("main_gpu") or 0),
             num_thread=num_thread,
-            use_mmap=options.get("use_mmap") is not False,
+            use_mmap=options.get("use_mmap"),
             flash_attention=flash,
             kv_cache_type=config.KV_CACHE_TYPES[config.kv_cache_type()] if flash else 1,
             adapters=tuple(spec.adapters),

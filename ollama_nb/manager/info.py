@@ -48,6 +48,8 @@ def collect_info(loaded_runners: Sequence[RunnerInfo]) -> InfoResponse:
             kv_cache_type=kv_names.get(r.runtime.kv_cache_type, str(r.runtime.kv_cache_type)),
             gpu_layers=r.runtime.num_gpu_layers,
             parallel=r.runtime.num_parallel,
+            weights_mapped=r.runtime.use_mmap is not False,
+            huge_page_bytes=r.huge_page_bytes,
         )
         for r in loaded_runners
         if r.runtime is not None
@@ -130,7 +132,9 @@ def format_info(info: InfoResponse) -> str:
             (m.name, (f"{m.threads} threads ({'automatic' if m.automatic_threads else 'num_thread'}), "
                       f"extra buffers {'on' if m.extra_buffers else 'off'}, "
                       f"flash attention {'on' if m.flash_attention else 'off'}, {m.kv_cache_type} cache, "
-                      f"{m.gpu_layers if m.gpu_layers >= 0 else 'all'} GPU layers, {m.parallel} parallel"))
+                      f"{m.gpu_layers if m.gpu_layers >= 0 else 'all'} GPU layers, {m.parallel} parallel, "
+                      f"weights {'mapped' if m.weights_mapped else 'read in'}, "
+                      f"{m.huge_page_bytes >> 20} MiB in huge pages"))
             for m in info.loaded
         ]))
     out: list[str] = []

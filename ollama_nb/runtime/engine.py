@@ -26,6 +26,7 @@ import numpy as np
 
 from ..base.errors import CorruptModel, InvalidRequest, OllamaNbError
 from . import extra_buffers
+from .huge_pages import collapse_resident, copy_weights
 from .jobs import GenerationRequest, LoadParams
 from .library import lib
 from .memory import mapped_ranges, release_zero_pages
@@ -109,13 +110,17 @@ class Engine:
         # Threads: a fixed num_thread, or a governor that follows the machine (runtime.threads);
         # its first measurement spans the load, which starts with one thread per core.
         requested_threads = params.num_thread
+        if params.adapters:  # llama-cpp-python reads a model in whenever a LoRA comes with it
+            params = dataclasses.replace(params, use_mmap=False)
+        elif params.use_mmap is None:  # Ollama's "automatic": on the CPU, read in for huge pages
+            params = dataclasses.replace(params, use_mmap=not copy_weights(model_path, params.num_gpu_layers))
         self.governor = ThreadGovernor() if requested_threads <= 0 else None
         if self.governor is not None:
             self.governor.begin()
             params = dataclasses.replace(params, num_thread=self.governor.cores)
         started = time.perf_counter_ns()
         parallel = 1 if params.embedding else max(1, params.num_parallel)
-        mapped_before = mapped_ranges() if params.lazy_memory else []
+        mapped_before = mapped_ranges()
         try:
             self._llm, loaded = self._create(model_path, params, parallel)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -159,8 +164,10 @@ class Engine:
         self.add_bos: bool = bool(self._model.add_bos_token())
         self.model_size: int = int(self._model.size())
         self.closed = False
-        self.released_bytes = release_zero_pages(mapped_before)
-        log.debug("released %d MiB of zeroed buffers", self.released_bytes >> 20)
+        self.released_bytes = release_zero_pages(mapped_before) if params.lazy_memory else 0
+        self.huge_page_bytes = collapse_resident(mapped_before)
+        log.debug("released %d MiB of zeroed buffers, %d MiB in huge pages", self.released_bytes >> 20,
+                  self.huge_page_bytes >> 20)
         self.threads = params.num_thread
         self.projector: Projector | None = None
         if params.projector:
@@ -208,7 +215,7 @@ class Engine:
             n_threads_batch=params.num_thread,
             n_gpu_layers=params.num_gpu_layers,
             main_gpu=params.main_gpu,
-            use_mmap=params.use_mmap and not params.adapters,
+            use_mmap=bool(params.use_mmap),
             flash_attn=params.flash_attention,
             type_k=params.kv_cache_type,
             type_v=params.kv_cache_type,

@@ -43,7 +43,7 @@ class LoadParams:
     num_gpu_layers: int = 0
     main_gpu: int = 0
     num_thread: int = 0  # 0: follow the machine (runtime.threads); any other value is fixed
-    use_mmap: bool = True
+    use_mmap: bool | None = None  # None: read into memory on the CPU for huge pages (runtime.huge_pages)
     flash_attention: bool = False
     kv_cache_type: int = 1  # ggml type of the K and V cache: 1 f16, 8 q8_0, 2 q4_0
     adapters: tuple[str, ...] = ()

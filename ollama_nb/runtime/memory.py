@@ -62,7 +62,7 @@ def mapped_ranges() -> list[Range]:
     return [_range(fields[0]) for fields in _maps()]
 
 
-def _anonymous_writable() -> list[Range]:
+def anonymous_writable() -> list[Range]:
     """Private, writable mappings backed by no file (and not the brk heap or a stack, which
     carry a name: ``[heap]``, ``[stack]``)."""
     return [
@@ -72,7 +72,7 @@ def _anonymous_writable() -> list[Range]:
     ]
 
 
-def _subtract(ranges: list[Range], taken: list[Range]) -> list[Range]:
+def subtract(ranges: list[Range], taken: list[Range]) -> list[Range]:
     """The parts of ``ranges`` that overlap nothing in ``taken`` (both sorted by start)."""
     out: list[Range] = []
     taken = sorted(taken)
@@ -104,7 +104,7 @@ def release_zero_pages(before: list[Range]) -> int:
     libc = _libc_calls()
     residency = ctypes.create_string_buffer(CHUNK // page)
     released = 0
-    for start, end in _subtract(_anonymous_writable(), before):
+    for start, end in subtract(anonymous_writable(), before):
         addr = start
         while addr < end:
             size = min(CHUNK, end - addr)

@@ -45,6 +45,7 @@ class RunnerInfo:
     details: Any = None
     runtime: LoadParams | None = None  # what the engine really got (after fallbacks)
     threads: int = 0  # the threads it computes with now
+    huge_page_bytes: int = 0  # of its buffers, how much sits in 2 MiB pages
 
 
 @dataclass(eq=False)
@@ -299,6 +300,7 @@ class Scheduler:
                     details=r.details,
                     runtime=r.engine.params if r.engine else None,
                     threads=r.engine.threads if r.engine else 0,
+                    huge_page_bytes=getattr(r.engine, "huge_page_bytes", 0),
                 )
                 for r in self._runners.values()
                 if r.ready.is_set() and r.load_error is None

@@ -165,7 +165,8 @@ class Engine:
         self.model_size: int = int(self._model.size())
         self.closed = False
         self.released_bytes = release_zero_pages(mapped_before) if params.lazy_memory else 0
-        self.huge_page_bytes = collapse_resident(mapped_before)
+        # on the CPU only: a GPU's host buffers are pinned, and its weights are not read from here
+        self.huge_page_bytes = collapse_resident(mapped_before) if params.num_gpu_layers == 0 else 0
         log.debug("released %d MiB of zeroed buffers, %d MiB in huge pages", self.released_bytes >> 20,
                   self.huge_page_bytes >> 20)
         self.threads = params.num_thread

@@ -2,8 +2,11 @@
 
 A decode step streams every weight once: SmolLM2-135M's 98 MB are 24,000 pages of 4 KiB, a
 TLB miss each, and inside a virtual machine each miss walks two page tables (the guest's and the
-host's). Measured on two cores of an AMD EPYC VM, the same model in the same process decoded
-1.10-1.19x faster (median 1.125x over 12 interleaved rounds) once its buffers sat in huge pages.
+host's). Measured on two cores of an AMD EPYC VM, with models loaded side by side in one process
+and decoding in turns, SmolLM2 ran 1.04-1.07x as fast from weights in huge pages as from the
+mapped file and 1.01-1.06x as fast as from weights read into 4 KiB pages (four runs of 12
+rounds); the host may back the VM with 4 KiB pages itself, which caps the gain to a shorter
+page walk.
 
 Linux gives anonymous memory huge pages only where asked (``transparent_hugepage`` is usually
 ``madvise``), and llama.cpp does not ask. ``madvise(MADV_COLLAPSE)`` (Linux 6.1) asks after the

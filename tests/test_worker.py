@@ -116,4 +116,4 @@ def test_idle_loaded_models_hold_no_threads(manager) -> None:
         _wait_idle(runner._worker, timeout=runner._worker.linger + 10)
         assert runner._worker._thread is None
     names = {t.name for t in threading.enumerate()}
-    assert not any(n.startswith("ollama_nb:") for n in names)
+    assert not [n for n in names if n.startswith("ollama_nb:")]

@@ -13,7 +13,7 @@ import sys
 
 from ollama_nb.manager.core import ModelManager
 from ollama_nb.runtime import huge_pages
-from ollama_nb.runtime.memory import mapped_ranges
+from ollama_nb.runtime.memory import libc_calls, mapped_ranges
 
 from .conftest import SMOLLM
 
@@ -97,7 +97,7 @@ def test_only_fully_resident_chunks_are_collapsed() -> None:
         region[offset + huge_pages.HUGE_PAGE] = 1  # and one page of the next
         assert huge_pages.collapse_resident(before) == huge_pages.HUGE_PAGE
         residency = ctypes.create_string_buffer(huge_pages.HUGE_PAGE // mmap.PAGESIZE)
-        libc = huge_pages._calls()
+        libc = libc_calls(keep_gil=False)
         assert libc.mincore(first + huge_pages.HUGE_PAGE, huge_pages.HUGE_PAGE, residency) == 0
         assert sum(b & 1 for b in residency.raw) == 1  # the next chunk: still the one page
         assert region[offset:offset + 16] == b"\7" * 16 and region[offset + huge_pages.HUGE_PAGE] == 1

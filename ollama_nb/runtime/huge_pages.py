@@ -30,27 +30,12 @@ import mmap
 import os
 
 from ..base import config
-from .memory import Range, anonymous_writable, subtract
+from .memory import Range, anonymous_writable, libc_calls, subtract
 
 log = logging.getLogger("ollama_nb.runtime")
 
 MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
-
-_libc: ctypes.CDLL | None = None
-
-
-def _calls() -> ctypes.CDLL:
-    """``madvise`` and ``mincore``, letting go of the GIL: a collapse copies memory."""
-    global _libc
-    if _libc is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        libc.madvise.restype = ctypes.c_int
-        libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
-        libc.mincore.restype = ctypes.c_int
-        _libc = libc
-    return _libc
 
 
 @functools.cache
@@ -64,7 +49,7 @@ def collapse_works() -> bool:
         scratch.write(b"\1" * len(scratch))
         base = ctypes.addressof(ctypes.c_char.from_buffer(scratch))
         aligned = (base + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-        ok = _calls().madvise(aligned, HUGE_PAGE, MADV_COLLAPSE) == 0
+        ok = libc_calls(keep_gil=False).madvise(aligned, HUGE_PAGE, MADV_COLLAPSE) == 0
         if not ok:
             log.debug("no huge pages on request (errno %d)", ctypes.get_errno())
         return ok
@@ -103,7 +88,7 @@ def collapse_resident(before: list[Range]) -> int:
     Returns the bytes now in huge pages; a chunk the kernel refuses stays as it was."""
     if not before or not collapse_works():
         return 0
-    libc = _calls()
+    libc = libc_calls(keep_gil=False)  # a collapse copies memory: other threads may run meanwhile
     page = mmap.PAGESIZE
     residency = ctypes.create_string_buffer(HUGE_PAGE // page)
     collapsed = 0

@@ -16,6 +16,7 @@ and we read and release them while holding the GIL, so no Python thread writes t
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 
@@ -26,20 +27,18 @@ CHUNK = 1 << 20  # examine and release in 1 MiB steps
 
 Range = tuple[int, int]
 
-_libc: ctypes.PyDLL | None = None
 
-
-def _libc_calls() -> ctypes.PyDLL:
-    """``madvise`` and ``mincore`` through a PyDLL, whose calls keep the GIL held."""
-    global _libc
-    if _libc is None:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        libc.madvise.restype = ctypes.c_int
-        libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
-        libc.mincore.restype = ctypes.c_int
-        _libc = libc
-    return _libc
+@functools.cache
+def libc_calls(*, keep_gil: bool) -> ctypes.CDLL:
+    """``madvise`` and ``mincore``: through a PyDLL (``keep_gil``), whose calls keep the GIL held
+    while this module reads memory no Python thread may write meanwhile, or through a CDLL,
+    which lets go of it for calls that take long (``runtime.huge_pages`` copies memory)."""
+    libc = (ctypes.PyDLL if keep_gil else ctypes.CDLL)(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    libc.madvise.restype = ctypes.c_int
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    libc.mincore.restype = ctypes.c_int
+    return libc
 
 
 def _maps() -> list[list[str]]:
@@ -101,7 +100,7 @@ def release_zero_pages(before: list[Range]) -> int:
         return 0
     page = mmap.PAGESIZE
     zero = bytes(CHUNK)
-    libc = _libc_calls()
+    libc = libc_calls(keep_gil=True)
     residency = ctypes.create_string_buffer(CHUNK // page)
     released = 0
     for start, end in subtract(anonymous_writable(), before):

@@ -93,8 +93,7 @@ def bench_tg(binary: str, model_path: str, *, threads: int, tokens: int, reps: i
     """llama-bench's generation tokens/s (tg``tokens``): llama.cpp with nothing around it."""
     out = subprocess.run([binary, "-m", model_path, "-t", str(threads), "-fa", "1" if flash_attention else "0",
                           "-ngl", str(gpu_layers), "-lm", "none" if no_mmap(gpu_layers) else "auto",
-                          "-p", "0", "-n", str(tokens), "-r", str(reps),
-                          "-o", "json"],
+                          "-p", "0", "-n", str(tokens), "-r", str(reps), "-o", "json"],
                          check=True, capture_output=True, text=True).stdout
     (row,) = [r for r in json.loads(out) if r.get("n_gen") == tokens]
     return float(row["avg_ts"])

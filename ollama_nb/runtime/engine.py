@@ -107,13 +107,13 @@ class Engine:
             decision = extra_buffers.decide()
             extra_buffers.check_loadable(decision)
             params = dataclasses.replace(params, extra_buffers=decision.enabled)
-        # Threads: a fixed num_thread, or a governor that follows the machine (runtime.threads);
-        # its first measurement spans the load, which starts with one thread per core.
-        requested_threads = params.num_thread
         if params.adapters:  # llama-cpp-python reads a model in whenever a LoRA comes with it
             params = dataclasses.replace(params, use_mmap=False)
         elif params.use_mmap is None:  # Ollama's "automatic": on the CPU, read in for huge pages
             params = dataclasses.replace(params, use_mmap=not copy_weights(model_path, params.num_gpu_layers))
+        # Threads: a fixed num_thread, or a governor that follows the machine (runtime.threads);
+        # its first measurement spans the load, which starts with one thread per core.
+        requested_threads = params.num_thread
         self.governor = ThreadGovernor() if requested_threads <= 0 else None
         if self.governor is not None:
             self.governor.begin()

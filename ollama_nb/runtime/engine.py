@@ -32,7 +32,7 @@ from .library import lib
 from .memory import mapped_ranges, release_zero_pages
 from .prompt_cache import PromptCache
 from .prompt_end import LogitsSource, PromptEnd, sample_row
-from .sequence import SequenceState, common_prefix
+from .sequence import SequenceState, common_prefix, window_holds
 from .threads import ThreadGovernor
 from .vision import NO_PROJECTOR, MediaPrompt, Projector, check_projector
 
@@ -111,6 +111,11 @@ class Engine:
             params = dataclasses.replace(params, use_mmap=False)
         elif params.use_mmap is None:  # Ollama's "automatic": on the CPU, read in for huge pages
             params = dataclasses.replace(params, use_mmap=not copy_weights(model_path, params.num_gpu_layers))
+        if params.swa_full is None:
+            # A sliding-window model's window layers get a ring of n_swa + n_ubatch cells, as in
+            # llama-server (gemma3's KV at 4,096 tokens: 27 MiB, not 72), except in a unified
+            # cache of several sequences: cells two sequences share never return to the ring.
+            params = dataclasses.replace(params, swa_full=params.kv_unified and params.num_parallel > 1)
         # Threads: a fixed num_thread, or a governor that follows the machine (runtime.threads);
         # its first measurement spans the load, which starts with one thread per core.
         requested_threads = params.num_thread
@@ -217,6 +222,7 @@ class Engine:
             n_gpu_layers=params.num_gpu_layers,
             main_gpu=params.main_gpu,
             use_mmap=bool(params.use_mmap),
+            swa_full=bool(params.swa_full),
             flash_attn=params.flash_attention,
             type_k=params.kv_cache_type,
             type_v=params.kv_cache_type,
@@ -309,12 +315,22 @@ class Engine:
             del cached[common:]
             if end is not None and end.n_tokens > common:
                 self._prompt_ends[seq] = None
-        if common and self.n_swa > 0 and lib().llama_memory_seq_pos_min(self._memory, seq) > max(0, common - self.n_swa):
-            # a sliding-window cache has let go of cells the next tokens still attend to
-            # (llama-server's rule): the prompt is evaluated again from the start
-            self._forget_cache(seq)
+        if not self._window_holds(seq, common):
+            self._forget_cache(seq)  # the prompt is evaluated again from the start
             return 0
         return common
+
+    def _window_start(self, seq: int) -> int:
+        """The oldest position the sliding-window layers of ``seq`` hold (-1: none; 0 for a
+        model without a window)."""
+        return int(lib().llama_memory_seq_pos_min(self._memory, seq)) if self.n_swa > 0 else 0
+
+    def _window_holds(self, seq: int, common: int) -> bool:
+        """Whether ``seq`` cut to its first ``common`` tokens still has every cell the next token
+        attends to (``sequence.window_holds``). Unless the window's cache is full size, its layers
+        keep a ring of about n_swa + n_ubatch cells: a sequence cut further back than that, or one
+        restored from a state saved with only its newest cells, would attend to nothing there."""
+        return window_holds(self._window_start(seq), common, self.n_swa)
 
     def _swap_in(self, seq: int, prompt: list[int], *, share: bool = True) -> None:
         """Before ``prompt`` overwrites sequence ``seq``: save what the sequence holds; then give
@@ -324,6 +340,8 @@ class Engine:
             return
         cached = self._slots[seq]
         live = common_prefix(cached, prompt)
+        if not self._window_holds(seq, live):
+            live = 0  # cut back that far, it would be evaluated from the start
         # Saved when the prompt overwrites most of it (another conversation), not when it keeps
         # most and replaces the tail (the same prompt again, an edited last turn): llama-server
         # truncates such a slot too, and the copy would be on this request's first token.
@@ -331,7 +349,7 @@ class Engine:
             self._save_state(seq)
         if share:
             live = self._share_prefix(seq, prompt, live)
-        found = self.prompt_cache.best(prompt, better_than=live)
+        found = self.prompt_cache.best(prompt, better_than=live, n_swa=self.n_swa)
         if found is None:
             return
         state = found[0]
@@ -359,7 +377,7 @@ class Engine:
         for other, tokens in enumerate(self._slots):
             if other != seq and len(tokens) > best:
                 common = common_prefix(tokens, prompt)
-                if common > best:
+                if common > best and self._window_holds(other, common):
                     best, source = common, other
         if source < 0 or (not self.kv_unified and (best - live) * _COPY_WORTH < len(self._slots[source])):
             return live
@@ -387,7 +405,7 @@ class Engine:
     def _save_state(self, seq: int) -> None:
         data = self._read_state(seq, limit=self.prompt_cache.limit_bytes)
         if data is not None:
-            self.prompt_cache.save(self._slots[seq], data, self._prompt_ends[seq])
+            self.prompt_cache.save(self._slots[seq], data, self._prompt_ends[seq], self._window_start(seq))
 
     def _read_state(self, seq: int, *, limit: int | None = None) -> ctypes.Array | None:
         """Sequence ``seq``'s cells as llama.cpp serialises them, if any (and within ``limit``
@@ -559,6 +577,9 @@ class Engine:
         if reuse:
             self._swap_in(slot, prompt, share=False)
         reused = media.safe_prefix(self._prepare_prompt(slot, prompt, reuse, whole=False))
+        if not self._window_holds(slot, reused):  # cut back before an image, out of the window's reach
+            self._forget_cache(slot)
+            reused = 0
         cached = self._slots[slot]
         self._prompt_ends[slot] = None  # the encoder writes the rest of the cells its own way
         if reused < len(cached):

@@ -51,6 +51,7 @@ class LoadParams:
     pooling_type: int = 1  # for embeddings: the GGUF's own, else mean (1), as Ollama does
     num_parallel: int = 1  # sequences decoded together (OLLAMA_NUM_PARALLEL); each gets num_ctx
     kv_unified: bool = False  # one pool of cells for all sequences, not a stream each (OLLAMA_NB_KV_UNIFIED)
+    swa_full: bool | None = None  # a full-size cache for sliding-window layers; None: only when kv_unified
     lazy_memory: bool = True  # release the zeroed KV cache until tokens fill it (runtime.memory)
     prompt_cache_mb: int = 256  # overwritten sequences saved in RAM for their next turn (runtime.prompt_cache)
     extra_buffers: bool | None = None  # CPU extra buffer types (AMX, repacking); None: the probe decides

@@ -17,7 +17,7 @@ from collections.abc import Sized
 from dataclasses import dataclass
 
 from .prompt_end import PromptEnd
-from .sequence import common_prefix
+from .sequence import common_prefix, window_holds
 
 #: Below this many tokens a prompt is cheaper to evaluate again than to save and restore.
 MIN_TOKENS = 32
@@ -28,6 +28,7 @@ class SavedState:
     tokens: tuple[int, ...]
     data: Sized  # the sequence's state as llama.cpp wrote it: bytes, or the ctypes buffer it wrote into
     prompt_end: PromptEnd | None = None  # the kept logits of the prompt those cells began with
+    window_start: int = 0  # the oldest position its sliding-window layers still held
 
     @property
     def size_bytes(self) -> int:
@@ -54,9 +55,10 @@ class PromptCache:
         when it is short, or already saved as it is)."""
         return self.limit_bytes > 0 and len(tokens) >= MIN_TOKENS and tuple(tokens) not in self._states
 
-    def save(self, tokens: list[int], data: Sized, prompt_end: PromptEnd | None = None) -> None:
+    def save(self, tokens: list[int], data: Sized, prompt_end: PromptEnd | None = None,
+             window_start: int = 0) -> None:
         key = tuple(tokens)
-        state = SavedState(key, data, prompt_end)
+        state = SavedState(key, data, prompt_end, window_start)
         if state.size_bytes > self.limit_bytes:
             return
         # a saved state that is a prefix of this one is covered by it
@@ -67,13 +69,15 @@ class PromptCache:
         while self._bytes > self.limit_bytes:
             self._drop(next(iter(self._states)))
 
-    def best(self, prompt: list[int], better_than: int) -> tuple[SavedState, int] | None:
+    def best(self, prompt: list[int], better_than: int, n_swa: int = 0) -> tuple[SavedState, int] | None:
         """The saved state sharing the longest prefix with ``prompt``, if longer than
-        ``better_than`` tokens, with that length; it becomes the most recently used."""
+        ``better_than`` tokens and its sliding window (``n_swa``) reaches back that far, with
+        that length; it becomes the most recently used."""
         found: tuple[SavedState, int] | None = None
         for state in self._states.values():
             common = common_prefix(state.tokens, prompt)
-            if common > better_than and (found is None or common > found[1]):
+            if (common > better_than and (found is None or common > found[1])
+                    and window_holds(state.window_start, common, n_swa)):
                 found = (state, common)
         if found is not None:
             self._states.move_to_end(found[0].tokens)

@@ -166,3 +166,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < limit and a[i] == b[i]:
         i += 1
     return i
+
+
+def window_holds(window_start: int, common: int, n_swa: int) -> bool:
+    """Whether a sequence whose sliding-window layers hold cells from position ``window_start``
+    on (-1: none) can be reused for its first ``common`` tokens: the next token attends to the
+    ``n_swa`` before it, and those layers keep only a ring of the newest cells (as in
+    llama-server, whose rule this is: reuse stops where the ring no longer reaches)."""
+    return n_swa <= 0 or common == 0 or 0 <= window_start <= max(0, common - n_swa)

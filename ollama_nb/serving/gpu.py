@@ -59,8 +59,45 @@ def _layer_count(spec: ModelSpec) -> int:
 _BYTES_PER_KV_ELEMENT = {1: 2.0, 8: 34 / 32, 2: 18 / 32}  # f16, q8_0, q4_0 (ggml block sizes)
 
 
-def kv_cache_bytes(spec: ModelSpec, num_ctx: int, kv_type: int = 1) -> int:
-    """K and V for every layer: layers x ctx x kv heads x (key + value dim) x bytes per element."""
+#: llama.cpp's own pattern for architectures whose GGUF need not say which layers use the
+#: sliding window: of every n layers, the last attends to everything and the others to the window.
+_WINDOW_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma-embedding": 6, "cohere2": 4, "gpt-oss": 2}
+
+
+def window_layers(spec: ModelSpec) -> tuple[int, int]:
+    """(how many layers attend through a sliding window, its width); (0, 0) when none do, or
+    when this architecture's pattern is unknown (then every layer counts as full, the safe side)."""
+    info = spec.gguf
+    if info is None:
+        return 0, 0
+    arch, kv = info.architecture, info.kv
+    n_swa, layers = int(kv.get(f"{arch}.attention.sliding_window") or 0), _layer_count(spec)
+    if n_swa <= 0 or layers <= 0:
+        return 0, 0
+    pattern = kv.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list):  # a flag per layer
+        return sum(bool(flag) for flag in pattern[:layers]), n_swa
+    period = int(pattern) if isinstance(pattern, int) and pattern > 0 else _WINDOW_PATTERN.get(arch, 0)
+    if period <= 0:
+        return 0, 0
+    return sum(1 for layer in range(layers) if layer % period < period - 1), n_swa
+
+
+def window_cells(n_swa: int, num_ctx: int, params: LoadParams | None = None) -> int:
+    """The cells llama.cpp gives each sliding-window layer of a context of ``num_ctx`` cells in
+    all: a ring of the window and one micro-batch (padded to 256), unless the cache is full size."""
+    if params is not None and params.swa_full:
+        return num_ctx
+    parallel = max(1, params.num_parallel) if params is not None else 1
+    unified = params is not None and params.kv_unified and parallel > 1
+    ubatch = min(params.num_batch, 512) if params is not None else 512
+    ring = -(-(n_swa * (parallel if unified else 1) + ubatch) // 256) * 256
+    return min(num_ctx, ring) if unified else parallel * min(num_ctx // parallel, ring)
+
+
+def kv_cache_bytes(spec: ModelSpec, num_ctx: int, kv_type: int = 1, params: LoadParams | None = None) -> int:
+    """K and V for every layer: cells x kv heads x (key + value dim) x bytes per element, where a
+    sliding-window layer has only its ring of cells (``window_cells``)."""
     info = spec.gguf
     if info is None:
         return 0
@@ -71,7 +108,9 @@ def kv_cache_bytes(spec: ModelSpec, num_ctx: int, kv_type: int = 1) -> int:
     embd = int(kv.get(f"{arch}.embedding_length") or 0)
     k_dim = int(kv.get(f"{arch}.attention.key_length") or (embd // max(heads, 1)))
     v_dim = int(kv.get(f"{arch}.attention.value_length") or k_dim)
-    return int(layers * num_ctx * heads_kv * (k_dim + v_dim) * _BYTES_PER_KV_ELEMENT.get(kv_type, 2.0))
+    windowed, n_swa = window_layers(spec)
+    cells = (layers - windowed) * num_ctx + (windowed * window_cells(n_swa, num_ctx, params) if windowed else 0)
+    return int(cells * heads_kv * (k_dim + v_dim) * _BYTES_PER_KV_ELEMENT.get(kv_type, 2.0))
 
 
 def choose_gpu_layers(spec: ModelSpec, num_gpu: Any, num_ctx: int) -> int:
@@ -101,7 +140,7 @@ def memory_estimate(spec: ModelSpec, engine: Engine, params: LoadParams) -> tupl
     """(size, size_vram) for ``ps``: weights + KV cache + the vision projector, and the share of
     it on the GPU (the projector is there whenever any layer is)."""
     projector = _projector_bytes(spec)
-    model = engine.model_size + kv_cache_bytes(spec, params.num_ctx * params.num_parallel, params.kv_cache_type)
+    model = engine.model_size + kv_cache_bytes(spec, params.num_ctx * params.num_parallel, params.kv_cache_type, params)
     total = model + projector
     layers = _layer_count(spec)
     if params.num_gpu_layers == 0 or layers == 0:

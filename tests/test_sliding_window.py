@@ -1,0 +1,136 @@
+"""gemma3's sliding-window layers keep a ring of about n_swa + n_ubatch cells, as llama-server
+gives them, instead of a cell for every position: a cached prefix is then reusable only as far
+back as the ring reaches. A prompt that continues the cached one reuses it; one that parts from
+it further back than the ring (on the same sequence, from a state saved in RAM, or from another
+sequence's cells) is evaluated again and gets exactly the reply a fresh model gives. Reusing it
+anyway would let the window layers attend to nothing there, silently."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ollama_nb.manager.core import ModelManager
+from ollama_nb.models.store import Store
+from ollama_nb.runtime import Engine
+from ollama_nb.serving.gpu import kv_cache_bytes, window_layers
+
+from .conftest import GEMMA, SMOLLM
+
+# about 1,500 tokens: past gemma3's ring of 1,024 window cells, so its oldest cells are overwritten
+LONG = "".join(f"Entry {i}: the keeper of lighthouse number {i} wrote that the storm was "
+               f"{('calm', 'wild', 'grey', 'bright')[i % 4]} tonight.\n" for i in range(70))
+PARTED = LONG[:600] + "Now summarise the first entry in one line:"  # leaves LONG ~150 tokens in
+OTHER = "".join(f"Note {i}: the baker of street {i} sold {i * 3} loaves before noon.\n" for i in range(40))
+OPTIONS = {"temperature": 0, "num_predict": 12, "num_ctx": 4096}
+
+
+def ask(m: ModelManager, prompt: str) -> tuple[str, int, list[float]]:
+    """(reply, prompt tokens evaluated, the reply tokens' log-probabilities)."""
+    r = m.generate(model=GEMMA, prompt=prompt, raw=True, stream=False, logprobs=True, options=OPTIONS)
+    return r.response, r.prompt_eval_count, [lp.logprob for lp in r.logprobs]
+
+
+def engine_of(m: ModelManager) -> Any:
+    (runner,) = m.scheduler._runners.values()
+    return runner.engine
+
+
+def fresh(models: Path, *prompts: str) -> tuple[str, int, list[float]]:
+    """What a freshly loaded model answers to the last of ``prompts``, asked in turn."""
+    m = ModelManager(Store(models))
+    try:
+        return [ask(m, prompt) for prompt in prompts][-1]
+    finally:
+        m.close()
+
+
+def test_the_window_layers_keep_a_ring_and_a_continued_prompt_reuses_it(shared_models: Path) -> None:
+    m = ModelManager(Store(shared_models))
+    try:
+        first = ask(m, LONG)
+        engine = engine_of(m)
+        assert engine.params.swa_full is False
+        assert first[1] > 1100
+        assert engine._window_start(0) > 0  # the window layers let go of the oldest positions
+        follow = ask(m, LONG + first[0] + "\nAnd entry 70:")
+        assert follow[1] < 30  # all of the first turn came from the cache
+        assert follow[0].strip()
+    finally:
+        m.close()
+
+
+def test_a_prompt_parting_before_the_ring_is_evaluated_again(shared_models: Path) -> None:
+    m = ModelManager(Store(shared_models))
+    try:
+        ask(m, LONG)
+        parted = ask(m, PARTED)
+    finally:
+        m.close()
+    alone = fresh(shared_models, PARTED)
+    assert parted[1] == alone[1] > 100  # the whole prompt, not the 150 tokens the two share
+    assert parted == alone
+
+
+def test_a_saved_state_is_restored_only_as_far_back_as_its_ring_reaches(
+        shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = ModelManager(Store(shared_models))
+    try:
+        first = ask(m, LONG)
+        ask(m, OTHER)  # takes the only sequence: LONG's cells are saved in RAM
+        assert len(engine_of(m).prompt_cache) == 1
+        parted = ask(m, PARTED)
+        follow = ask(m, LONG + first[0] + "\nAnd entry 70:")
+    finally:
+        m.close()
+    monkeypatch.setenv("OLLAMA_NB_PROMPT_CACHE_MB", "0")
+    unsaved = fresh(shared_models, OTHER, PARTED)  # <bos> comes from OTHER's cells there too
+    assert parted == unsaved
+    assert parted[1] > 100
+    assert follow[1] < 30  # LONG's saved state did serve the prompt that continues it
+
+
+def test_another_sequence_lends_its_cells_only_where_its_ring_reaches(
+        shared_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "2")
+    monkeypatch.setenv("OLLAMA_NB_PROMPT_CACHE_MB", "0")
+    m = ModelManager(Store(shared_models))
+    try:
+        first = ask(m, LONG)
+        parted = ask(m, PARTED)  # the empty second sequence, which must not copy LONG's first cells
+        branch = ask(m, LONG + "Entry 70: the keeper")  # but may copy all of them
+    finally:
+        m.close()
+    assert first[1] > 1100
+    assert parted == fresh(shared_models, PARTED)
+    assert branch[1] < 30
+
+
+_KV_SIZE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB")
+
+
+@pytest.mark.parametrize(("model", "parallel", "swa_full"), [
+    (GEMMA, 1, None), (GEMMA, 2, None), (GEMMA, 1, True), (SMOLLM, 1, None),
+])
+def test_the_kv_estimate_is_what_llama_cpp_allocates(manager: Any, caplog: pytest.LogCaptureFixture,
+                                                    model: str, parallel: int, swa_full: bool | None) -> None:
+    """``ps``'s size counts the window layers' ring, not a cell per position: gemma3's cache at
+    4,096 tokens is 27 MiB, not 72."""
+    spec = manager.spec(model)
+    params = dataclasses.replace(manager.load_params(spec, {}), num_ctx=2048, num_parallel=parallel,
+                                 swa_full=swa_full)
+    caplog.set_level(logging.DEBUG, logger="ollama_nb.llama_cpp")
+    engine = Engine(spec.model_path, params)
+    try:
+        allocated = sum(float(size) for size in _KV_SIZE.findall(caplog.text))
+        estimate = kv_cache_bytes(spec, 2048 * parallel, engine.params.kv_cache_type, engine.params)
+    finally:
+        engine.close()
+    assert allocated > 0
+    assert round(estimate / 2**20, 2) == allocated
+    assert (window_layers(spec)[0] > 0) == (model == GEMMA)

@@ -47,7 +47,6 @@ def bench_raw(path: str, n_predict: int, threads: int, n_ctx: int) -> dict[str, 
 
 def bench_manager(manager, name: str, n_predict: int, threads: int, n_ctx: int) -> dict[str, float]:
     opts = {"temperature": 0, "num_predict": n_predict, "num_thread": threads, "num_ctx": n_ctx}
-    manager.unload(name)
     t0 = time.perf_counter()
     manager.generate(model=name, prompt="", stream=False, options=opts)
     load = time.perf_counter() - t0
@@ -64,6 +63,9 @@ def bench_manager(manager, name: str, n_predict: int, threads: int, n_ctx: int) 
             first = now
         n += 1
     end = time.perf_counter()
+    # Unloaded now, not at the next round's start: a model's worker thread lingers for its next
+    # task with its OpenMP pool, and that pool halved the raw side's speed when it ran next.
+    assert manager.unload(name), f"{name} was not loaded"
     # Count tokens, not chunks: text held back while it may still become a stop string, or an
     # incomplete UTF-8 sequence, leaves some tokens without a chunk of their own.
     return {"load_s": load, "ttft_s": first - start, "gen_tps": (final.eval_count - 1) / (end - first),

@@ -54,7 +54,8 @@ def bench_manager(manager, name: str, n_predict: int, threads: int, n_ctx: int) 
     first = None
     n = 0
     final = None
-    for chunk in manager.generate(model=name, prompt=PROMPT, raw=True, stream=True, options=opts):
+    chunks = manager.generate(model=name, prompt=PROMPT, raw=True, stream=True, options=opts)
+    for chunk in chunks:
         now = time.perf_counter()
         if chunk.done:
             final = chunk
@@ -63,9 +64,15 @@ def bench_manager(manager, name: str, n_predict: int, threads: int, n_ctx: int) 
             first = now
         n += 1
     end = time.perf_counter()
-    # Unloaded now, not at the next round's start: a model's worker thread lingers for its next
-    # task with its OpenMP pool, and that pool halved the raw side's speed when it ran next.
+    chunks.close()  # the request lets go of the model
+    # Unloaded now, and waited for: a model's worker thread lingers for its next task with its
+    # OpenMP pool, which halved the raw side's speed when it ran next, and a model still loaded
+    # made the next round's "load" a no-op.
     assert manager.unload(name), f"{name} was not loaded"
+    deadline = time.monotonic() + 30
+    while manager.scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not manager.scheduler.loaded(), f"{name} is still loaded"
     # Count tokens, not chunks: text held back while it may still become a stop string, or an
     # incomplete UTF-8 sequence, leaves some tokens without a chunk of their own.
     return {"load_s": load, "ttft_s": first - start, "gen_tps": (final.eval_count - 1) / (end - first),

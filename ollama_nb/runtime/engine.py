@@ -35,6 +35,7 @@ from .prompt_end import LogitsSource, PromptEnd, sample_row
 from .sequence import SequenceState, common_prefix, window_holds
 from .threads import ThreadGovernor
 from .vision import NO_PROJECTOR, MediaPrompt, Projector, check_projector
+from .window_checkpoints import WindowCheckpoint, WindowCheckpoints
 
 log = logging.getLogger("ollama_nb.runtime")
 
@@ -45,6 +46,9 @@ _default_params_lock = threading.Lock()
 #: prefix is at least 1/_COPY_WORTH of that sequence (a cell copies some hundred times faster
 #: than its token evaluates, so the margin is wide).
 _COPY_WORTH = 16
+#: A prefix shorter than this is cheaper to evaluate again than to keep the window cells of.
+MIN_CHECKPOINT = 64
+_WINDOW_ONLY = 1  # LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY: a state of the sliding-window layers' cells alone
 
 
 @contextlib.contextmanager
@@ -155,6 +159,10 @@ class Engine:
         self._busy: set[int] = set()  # the sequences of the requests decoding now
         self._use_counter = 0
         self.prompt_cache = PromptCache(params.prompt_cache_mb * 1024 * 1024)
+        # a ring of window cells (runtime.window_checkpoints): a parted prefix's window is saved
+        self._ring = self.n_swa > 0 and not self.params.swa_full
+        self.window_checkpoints = WindowCheckpoints(parallel, params.prompt_cache_mb * 1024 * 1024)
+        self._checkpoint_at = [0] * parallel  # save one when the prompt's evaluation gets there
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         # numpy views of llama.cpp's logits rows, by address: the rows stay where they are from
@@ -290,21 +298,30 @@ class Engine:
             for cached in self._slots:
                 cached.clear()
             self._prompt_ends = [None] * self.n_parallel
+            for other in range(self.n_parallel):
+                self._forget_checkpoints(other)
             return
         if self._memory is not None:
             lib().llama_memory_seq_rm(self._memory, seq, -1, -1)
         self._slots[seq].clear()
         self._prompt_ends[seq] = None
+        self._forget_checkpoints(seq)
+
+    def _forget_checkpoints(self, seq: int) -> None:
+        self.window_checkpoints.clear(seq)
+        self._checkpoint_at[seq] = 0
 
     def _prepare_prompt(self, seq: int, prompt: list[int], reuse: bool, *, whole: bool = True) -> int:
         """Reuse the longest cached prefix of ``seq``; return how many prompt tokens it covers:
         all of them only when ``whole`` allows it and the last one's logits were kept
         (``runtime.prompt_end``), else at most all but the last, which is evaluated again."""
         cached = self._slots[seq]
+        self._checkpoint_at[seq] = 0  # one an earlier request did not get to
         if not reuse or self._memory is None:
             self._forget_cache(seq)
             return 0
         common = common_prefix(cached, prompt)
+        parted = common < min(len(cached), len(prompt))  # the two go different ways from here
         end = self._prompt_ends[seq]
         if common == len(prompt) and not (whole and end is not None and end.n_tokens == common):
             common -= 1  # the first reply token needs the last prompt token's logits
@@ -313,12 +330,52 @@ class Engine:
                 self._forget_cache(seq)
                 return 0
             del cached[common:]
+            self.window_checkpoints.cut(seq, common)
             if end is not None and end.n_tokens > common:
                 self._prompt_ends[seq] = None
-        if not self._window_holds(seq, common):
-            self._forget_cache(seq)  # the prompt is evaluated again from the start
-            return 0
-        return common
+        reused = common if self._window_holds(seq, common) else self._restore_checkpoint(seq, common)
+        if parted and self._ring and common >= MIN_CHECKPOINT and not self.window_checkpoints.has(seq, common):
+            if reused == common:
+                self._save_checkpoint(seq)
+            else:
+                self._checkpoint_at[seq] = common
+        return reused
+
+    def _restore_checkpoint(self, seq: int, common: int) -> int:
+        """Where the ring has moved past the first ``common`` tokens: go back to the longest
+        checkpoint within them (``runtime.window_checkpoints``), or to nothing. Returns the
+        prefix ``seq`` now holds."""
+        lc = lib()
+        checkpoint = self.window_checkpoints.best(seq, common, self.n_swa)
+        if checkpoint is not None:
+            kept = checkpoint.n_tokens
+            data = checkpoint.data
+            if (lc.llama_memory_seq_rm(self._memory, seq, kept, -1)
+                    and lc.llama_state_seq_set_data_ext(self._ctx, data, len(data), seq, _WINDOW_ONLY) != 0):
+                del self._slots[seq][kept:]
+                self.window_checkpoints.cut(seq, kept)
+                self._prompt_ends[seq] = None
+                return kept
+        self._forget_cache(seq)  # the prompt is evaluated again from the start
+        return 0
+
+    def _save_checkpoint(self, seq: int) -> None:
+        """Keep the window cells of what ``seq`` holds now. A prompt's evaluation stops at a
+        planned checkpoint for this (as llama-server's does): a state taken later, and cut
+        back when restored, gave replies off by far more than a float's noise."""
+        n_tokens = len(self._slots[seq])
+        lc = lib()
+        start = self._window_start(seq)
+        if not window_holds(start, n_tokens, self.n_swa):
+            return  # the ring has already gone past them
+        size = int(lc.llama_state_seq_get_size_ext(self._ctx, seq, _WINDOW_ONLY))
+        if size <= 0 or size > self.window_checkpoints.limit_bytes:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(lc.llama_state_seq_get_data_ext(self._ctx, buffer, size, seq, _WINDOW_ONLY))
+        if written:
+            data = buffer if written == size else (ctypes.c_uint8 * written).from_buffer(buffer)
+            self.window_checkpoints.add(seq, WindowCheckpoint(n_tokens, start, data))
 
     def _window_start(self, seq: int) -> int:
         """The oldest position the sliding-window layers of ``seq`` hold (-1: none; 0 for a
@@ -340,8 +397,9 @@ class Engine:
             return
         cached = self._slots[seq]
         live = common_prefix(cached, prompt)
-        if not self._window_holds(seq, live):
-            live = 0  # cut back that far, it would be evaluated from the start
+        if not self._window_holds(seq, live):  # cut back that far, it goes on from a checkpoint at best
+            checkpoint = self.window_checkpoints.best(seq, live, self.n_swa)
+            live = checkpoint.n_tokens if checkpoint is not None else 0
         # Saved when the prompt overwrites most of it (another conversation), not when it keeps
         # most and replaces the tail (the same prompt again, an edited last turn): llama-server
         # truncates such a slot too, and the copy would be on this request's first token.
@@ -356,6 +414,7 @@ class Engine:
         lc = lib()
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
         cached.clear()
+        self._forget_checkpoints(seq)
         data = state.data
         if not isinstance(data, ctypes.Array):
             data = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
@@ -384,6 +443,7 @@ class Engine:
         lc = lib()
         cached = self._slots[seq]
         lc.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        self._forget_checkpoints(seq)
         if self.kv_unified:
             lc.llama_memory_seq_cp(self._memory, source, seq, 0, best)
         elif not self._copy_sequence(source, seq, best):
@@ -471,6 +531,7 @@ class Engine:
         lc.llama_memory_seq_add(self._memory, seq, keep + discard, n_past, -discard)
         del cached[keep : keep + discard]
         self._prompt_ends[seq] = None  # the cells moved: what they gave is not what they would give
+        self._forget_checkpoints(seq)  # and the positions of what was saved are not theirs any more
         return True
 
     @property
@@ -658,6 +719,8 @@ class Engine:
                 s.decode_started_ns = time.perf_counter_ns()
             cached = self._slots[s.seq]
             chunk = s.todo[: self.n_batch - n]
+            if self._checkpoint_at[s.seq] > len(cached):  # stop there, to keep the window's cells
+                chunk = chunk[: self._checkpoint_at[s.seq] - len(cached)]
             del s.todo[: len(chunk)]
             n = _put(batch, n, chunk, len(cached), s.seq, logits=False)
             cached.extend(chunk)
@@ -670,6 +733,10 @@ class Engine:
         rc = lc.llama_decode(self._ctx, batch)
         if rc != 0:
             raise OllamaNbError(f"llama_decode failed with code {rc}")
+        for s in active:
+            if 0 < self._checkpoint_at[s.seq] == len(self._slots[s.seq]):
+                self._checkpoint_at[s.seq] = 0
+                self._save_checkpoint(s.seq)
         produced = 0
         drafters: list[tuple[SequenceState, bool]] = []  # sequences that may draft, and whether they did
         for s in active:

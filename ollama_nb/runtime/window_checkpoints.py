@@ -1,0 +1,77 @@
+"""Saved states of a sequence's sliding-window layers, so that a prefix stays reusable after the
+ring of window cells has moved past it.
+
+A model with sliding-window attention (gemma3) keeps in those layers only a ring of the newest
+cells (``Engine``'s ``swa_full`` off, as llama-server has it). Its full-attention layers keep
+every cell, so a cached prefix is lost only in the window layers, and only once the sequence has
+gone on past the ring. Requests that share a long beginning and then part (the same
+instructions before every row of a table, one system prompt for many questions, a regenerated
+long reply) would then evaluate that beginning again each time. llama-server keeps checkpoints
+of the window layers for this, at chat-message starts; here the engine keeps one where two
+prompts parted, the place where the next one is likeliest to part as well. Restoring one puts
+back the window cells of exactly that prefix; the full-attention cells are still there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from .sequence import window_holds
+
+
+@dataclass(frozen=True)
+class WindowCheckpoint:
+    n_tokens: int  # the prefix the state is of
+    window_start: int  # the oldest position its window cells hold
+    data: ctypes.Array  # llama_state_seq_get_data_ext(..., LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY)
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+class WindowCheckpoints:
+    """Every sequence's checkpoints; past ``limit_bytes`` in all, the oldest are dropped."""
+
+    def __init__(self, n_seq: int, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._by_seq: list[list[WindowCheckpoint]] = [[] for _ in range(n_seq)]
+        self._order: list[tuple[int, WindowCheckpoint]] = []  # oldest first, for eviction
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(cp.size_bytes for _, cp in self._order)
+
+    def has(self, seq: int, n_tokens: int) -> bool:
+        return any(cp.n_tokens == n_tokens for cp in self._by_seq[seq])
+
+    def best(self, seq: int, common: int, n_swa: int) -> WindowCheckpoint | None:
+        """The longest checkpoint of ``seq`` within its first ``common`` tokens that the next
+        token can go on from."""
+        usable = [cp for cp in self._by_seq[seq]
+                  if cp.n_tokens <= common and window_holds(cp.window_start, cp.n_tokens, n_swa)]
+        return max(usable, key=lambda cp: cp.n_tokens, default=None)
+
+    def add(self, seq: int, checkpoint: WindowCheckpoint) -> None:
+        if checkpoint.size_bytes > self.limit_bytes:
+            return
+        self._by_seq[seq].append(checkpoint)
+        self._order.append((seq, checkpoint))
+        while self.size_bytes > self.limit_bytes:
+            old_seq, old = self._order.pop(0)
+            self._by_seq[old_seq].remove(old)
+
+    def cut(self, seq: int, n_tokens: int) -> None:
+        """``seq`` now holds only its first ``n_tokens``: checkpoints of longer prefixes are not
+        of this sequence any more."""
+        stale = [cp for cp in self._by_seq[seq] if cp.n_tokens > n_tokens]
+        for cp in stale:
+            self._by_seq[seq].remove(cp)
+            self._order.remove((seq, cp))
+
+    def clear(self, seq: int) -> None:
+        self.cut(seq, -1)

@@ -85,17 +85,17 @@ def _post_lines(url: str, path: str, body: dict[str, Any]) -> tuple[float, float
 # ---- one request on each side ------------------------------------------------------------------
 
 
-def ours_prompt(url: str, prompt: str) -> dict[str, float]:
+def ours_prompt(url: str, prompt: str, *, model: str = MODEL, tokens: int = GEN_TOKENS) -> dict[str, float]:
     start, first, end, lines = _post_lines(url, "/api/generate", {
-        "model": MODEL, "prompt": prompt, "raw": True, "stream": True,
-        "options": {"num_predict": GEN_TOKENS, **GREEDY}})
+        "model": model, "prompt": prompt, "raw": True, "stream": True,
+        "options": {"num_predict": tokens, **GREEDY}})
     final = json.loads(lines[-1])
     return _measure(start, first, end, final.get("eval_count", 0), final.get("prompt_eval_count", 0))
 
 
-def server_prompt(url: str, prompt: str) -> dict[str, float]:
+def server_prompt(url: str, prompt: str, *, tokens: int = GEN_TOKENS) -> dict[str, float]:
     start, first, end, lines = _post_lines(url, "/completion", {
-        "prompt": prompt, "n_predict": GEN_TOKENS, "stream": True, "cache_prompt": True, **GREEDY})
+        "prompt": prompt, "n_predict": tokens, "stream": True, "cache_prompt": True, **GREEDY})
     final = json.loads(lines[-1][len(b"data: "):])
     return _measure(start, first, end, final["tokens_predicted"], final["timings"]["prompt_n"])
 

@@ -123,7 +123,8 @@ def kv_unified() -> bool:
 
 def prompt_cache_mb() -> int:
     """``OLLAMA_NB_PROMPT_CACHE_MB`` (default 256; 0 turns it off): how much RAM a loaded model
-    may use for conversations whose KV cells another request took (``runtime.prompt_cache``)."""
+    may use for conversations whose KV cells another request took (``runtime.prompt_cache``),
+    and as much again for a sliding-window model's checkpoints (``runtime.window_checkpoints``)."""
     value = _env("OLLAMA_NB_PROMPT_CACHE_MB")
     return int(value) if value.isdigit() else 256
 

@@ -643,9 +643,11 @@ class Engine:
             reused = 0
         cached = self._slots[slot]
         self._prompt_ends[slot] = None  # the encoder writes the rest of the cells its own way
+        self._checkpoint_at[slot] = 0  # the encoder evaluates the rest, not the batch loop
         if reused < len(cached):
             lib().llama_memory_seq_rm(self._memory, slot, reused, -1)
             del cached[reused:]
+            self.window_checkpoints.cut(slot, reused)
         state = SequenceState(self, slot, request, job, prompt, reused)
         state.decode_started_ns = time.perf_counter_ns()
         try:

@@ -1,0 +1,44 @@
+"""The bookkeeping of window checkpoints, without a model: which one a prompt may go on from,
+which go when a sequence is cut back, and which go first when they outgrow their budget."""
+
+from __future__ import annotations
+
+import ctypes
+
+from ollama_nb.runtime.window_checkpoints import WindowCheckpoint, WindowCheckpoints
+
+
+def checkpoint(n_tokens: int, window_start: int, size: int = 100) -> WindowCheckpoint:
+    return WindowCheckpoint(n_tokens, window_start, (ctypes.c_uint8 * size)())
+
+
+def test_the_longest_checkpoint_the_next_token_can_go_on_from_is_chosen() -> None:
+    cps = WindowCheckpoints(n_seq=2, limit_bytes=10_000)
+    cps.add(0, checkpoint(100, 0))
+    cps.add(0, checkpoint(700, 150))  # holds 150..699: enough for a window of 512 at 700
+    cps.add(0, checkpoint(900, 600))  # holds 600..899: not enough at 900
+    assert cps.best(0, 1000, n_swa=512).n_tokens == 700
+    assert cps.best(0, 699, n_swa=512).n_tokens == 100  # within the first 699 tokens only
+    assert cps.best(0, 50, n_swa=512) is None
+    assert cps.best(1, 1000, n_swa=512) is None  # another sequence's are not this one's
+
+
+def test_cutting_a_sequence_back_drops_the_checkpoints_past_it() -> None:
+    cps = WindowCheckpoints(n_seq=1, limit_bytes=10_000)
+    for n in (100, 400, 700):
+        cps.add(0, checkpoint(n, 0))
+    cps.cut(0, 400)
+    assert cps.has(0, 400) and cps.has(0, 100) and not cps.has(0, 700)
+    cps.clear(0)
+    assert len(cps) == 0 and cps.size_bytes == 0
+
+
+def test_past_the_budget_the_oldest_go_first_and_an_oversized_one_is_never_kept() -> None:
+    cps = WindowCheckpoints(n_seq=2, limit_bytes=250)
+    cps.add(0, checkpoint(100, 0))
+    cps.add(1, checkpoint(200, 0))
+    cps.add(0, checkpoint(300, 0))  # 300 bytes in all: the first one goes
+    assert not cps.has(0, 100) and cps.has(1, 200) and cps.has(0, 300)
+    assert cps.size_bytes == 200
+    cps.add(0, checkpoint(400, 0, size=251))
+    assert not cps.has(0, 400) and len(cps) == 2

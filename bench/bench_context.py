@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import start_ollama_nb
+from common import bundled_store, start_ollama_nb
 
 MODEL = "smollm2:135m"
 GEN_TOKENS = 64
@@ -302,16 +300,10 @@ def main() -> None:
     out = Path(args.out)
     previous = json.loads((out / "context.json").read_text()) if (out / "context.json").exists() else {}
 
-    models = tempfile.mkdtemp(prefix="bench-context-models-")
-    os.environ["OLLAMA_MODELS"] = models
-    from ollama_nb.manager.core import ModelManager
     from ollama_nb.runtime.threads import usable_cores
 
     built = anchors.ensure()
-    manager = ModelManager()
-    for _ in manager.pull(MODEL):
-        pass
-    path = manager.spec(MODEL).model_path
+    models, path = bundled_store(MODEL, "bench-context-models-")
     threads = usable_cores()
     proc, ours = start_ollama_nb(models, parallel=1, num_ctx=NUM_CTX)
     server = llama_server.start(built.llama_server, path, threads=threads, parallel=1, num_ctx=NUM_CTX)

@@ -30,7 +30,6 @@ import json
 import os
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import TEMPLATES, free_port, in_fresh_thread, start_ollama_nb, wait_for
+from common import TEMPLATES, bundled_store, free_port, in_fresh_thread, start_ollama_nb, wait_for
 from llama_server import GREEDY, OLLAMA_DEFAULT
 
 MODEL = "smollm2:135m"
@@ -313,17 +312,11 @@ def main() -> None:
     args = ap.parse_args()
     clients = tuple(int(c) for c in args.clients.split(","))
 
-    models = tempfile.mkdtemp(prefix="bench-server-models-")
-    os.environ["OLLAMA_MODELS"] = models
-    from ollama_nb.manager.core import ModelManager
     from ollama_nb.runtime import system_info
     from ollama_nb.runtime.threads import usable_cores
 
     built = anchors.ensure()
-    m = ModelManager()
-    for _ in m.pull(MODEL):
-        pass
-    path = m.spec(MODEL).model_path
+    models, path = bundled_store(MODEL, "bench-server-models-")
     threads = usable_cores()
     results: dict[str, Any] = {"model": MODEL, "threads": threads, "tokens": args.tokens, "rounds": args.rounds,
                                "date": time.strftime("%Y-%m-%d %H:%M"), "system": system_info(),

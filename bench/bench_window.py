@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import anchors
 import llama_server
 from bench_context import ours_prompt, server_prompt
-from common import start_ollama_nb
+from common import bundled_store, start_ollama_nb
 
 MODEL = "gemma3:270m"
 TOKENS = 16
@@ -96,16 +94,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
 
-    models = tempfile.mkdtemp(prefix="bench-window-models-")
-    os.environ["OLLAMA_MODELS"] = models
-    from ollama_nb.manager.core import ModelManager
     from ollama_nb.runtime.threads import usable_cores
 
     built = anchors.ensure()
-    manager = ModelManager()
-    for _ in manager.pull(MODEL):
-        pass
-    path = manager.spec(MODEL).model_path
+    models, path = bundled_store(MODEL, "bench-window-models-")
     threads = usable_cores()
     proc, ours = start_ollama_nb(models, parallel=1, num_ctx=NUM_CTX)
     server = llama_server.start(built.llama_server, path, threads=threads, parallel=1, num_ctx=NUM_CTX)

@@ -81,3 +81,19 @@ def start_ollama_nb(models: str, *, parallel: int, num_ctx: int,
         proc.kill()
         raise
     return proc, url
+
+
+def bundled_store(name: str, prefix: str) -> tuple[str, str]:
+    """A new model store holding the bundled model ``name`` (imported from its Python package:
+    nothing is downloaded), made this process's ``OLLAMA_MODELS``; (the store, the GGUF path)."""
+    import os
+    import tempfile
+
+    models = tempfile.mkdtemp(prefix=prefix)
+    os.environ["OLLAMA_MODELS"] = models
+    from ollama_nb.manager.core import ModelManager
+
+    manager = ModelManager()
+    for _ in manager.pull(name):
+        pass
+    return models, manager.spec(name).model_path

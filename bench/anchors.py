@@ -62,6 +62,16 @@ def installed_build_args() -> list[str]:
     return args
 
 
+def extra_buffers_on() -> bool:
+    """Whether ours loads models with llama.cpp's CPU extra buffer types (AMX tiles, repacked
+    weights) on this machine, as its probe decided. The anchors must then do as ours does:
+    the same kernels make a fair ratio, and on a CPU that lists AMX but faults on it (some
+    VMs) an anchor left to its default dies of SIGILL on its first prompt, as ours would."""
+    from ollama_nb.runtime import extra_buffers
+
+    return extra_buffers.decide().enabled
+
+
 def cache_root() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ollama_nb" / "anchors"

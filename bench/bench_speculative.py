@@ -58,7 +58,7 @@ def start_spec_server(binary: str, path: str, threads: int) -> llama_server.Llam
     port = free_port()
     cmd = [binary, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
            "-c", str(NUM_CTX), "-np", "1", "-fa", "on", "--no-webui", "--log-disable", "--spec-type", "ngram-simple",
-           *llama_server.no_mmap(0)]
+           *llama_server.no_mmap(0), *llama_server.no_repack()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(f"http://127.0.0.1:{port}/health", timeout=120)
     return llama_server.LlamaServer(proc, f"http://127.0.0.1:{port}")

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from anchors import extra_buffers_on
 from common import free_port, wait_for
 
 #: Ollama's default sampling (temperature 0.8, top_k 40, top_p 0.9, no min_p), spelled for
@@ -39,6 +40,12 @@ def no_mmap(gpu_layers: int) -> list[str]:
     return ["--load-mode", "none"] if gpu_layers == 0 else []
 
 
+def no_repack() -> list[str]:
+    """llama-server's switch for loading without extra buffer types, where ours does (see
+    ``anchors.extra_buffers_on``)."""
+    return [] if extra_buffers_on() else ["--no-repack"]
+
+
 def start(binary: str, model_path: str, *, threads: int, parallel: int = 1, num_ctx: int = 4096,
           flash_attention: bool = True, gpu_layers: int = 0) -> LlamaServer:
     """llama-server as Ollama runs it: ``num_ctx`` per sequence (Ollama passes num_ctx x parallel
@@ -49,7 +56,7 @@ def start(binary: str, model_path: str, *, threads: int, parallel: int = 1, num_
     cmd = [binary, "-m", model_path, "--host", "127.0.0.1", "--port", str(port),
            "-t", str(threads), "-tb", str(threads), "-c", str(num_ctx * parallel), "-np", str(parallel),
            "-b", "512", "-fa", "on" if flash_attention else "off", "-ngl", str(gpu_layers),
-           "--no-webui", "--log-disable", *no_mmap(gpu_layers)]
+           "--no-webui", "--log-disable", *no_mmap(gpu_layers), *no_repack()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -93,7 +100,8 @@ def bench_tg(binary: str, model_path: str, *, threads: int, tokens: int, reps: i
     """llama-bench's generation tokens/s (tg``tokens``): llama.cpp with nothing around it."""
     out = subprocess.run([binary, "-m", model_path, "-t", str(threads), "-fa", "1" if flash_attention else "0",
                           "-ngl", str(gpu_layers), "-lm", "none" if no_mmap(gpu_layers) else "auto",
-                          "-p", "0", "-n", str(tokens), "-r", str(reps), "-o", "json"],
+                          "-p", "0", "-n", str(tokens), "-r", str(reps), "-o", "json",
+                          "--repack", "1" if extra_buffers_on() else "0"],
                          check=True, capture_output=True, text=True).stdout
     (row,) = [r for r in json.loads(out) if r.get("n_gen") == tokens]
     return float(row["avg_ts"])

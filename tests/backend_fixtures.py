@@ -99,14 +99,19 @@ def _drain(proc: subprocess.Popen) -> None:
     threading.Thread(target=read, daemon=True).start()
 
 
-def llama_server_binary() -> str:
-    """The cached llama-server of the installed llama-cpp-python (built first if need be)."""
+def _anchors():
+    """bench/anchors.py, which builds and caches llama.cpp's own programs."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import anchors
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    return anchors.ensure().llama_server
+    return anchors
+
+
+def llama_server_binary() -> str:
+    """The cached llama-server of the installed llama-cpp-python (built first if need be)."""
+    return _anchors().ensure().llama_server
 
 
 def start_llama_server(binary: str, gguf: Path, *, api_key: str | None = LLAMA_KEY) -> Engine:
@@ -114,6 +119,8 @@ def start_llama_server(binary: str, gguf: Path, *, api_key: str | None = LLAMA_K
     port = free_port()
     cmd = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", "2", "-c", "2048",
            "-np", "1", "--alias", LLAMA_ALIAS, "--no-webui"]
+    if not _anchors().extra_buffers_on():
+        cmd.append("--no-repack")  # where ours loads without AMX or repacked weights, so does it
     if api_key:
         cmd += ["--api-key", api_key]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

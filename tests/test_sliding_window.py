@@ -76,15 +76,18 @@ def test_a_prompt_parting_before_the_ring_is_evaluated_again(shared_models: Path
         m.close()
     alone = fresh(shared_models, PARTED)
     assert parted[1] == alone[1] > 100  # the whole prompt, not the 150 tokens the two share
-    assert_same_reply(parted, alone)
+    assert_same_reply(parted, alone, within=0.01)
 
 
-def assert_same_reply(got: tuple[str, int, list[float]], fresh_one: tuple[str, int, list[float]]) -> None:
-    """The same text, and log-probabilities within float noise: a prompt whose evaluation stops
-    at a checkpoint, or whose window cells lie elsewhere in the ring, sums in another order
-    (a cache that lost cells it needs is off by far more)."""
+def assert_same_reply(got: tuple[str, int, list[float]], fresh_one: tuple[str, int, list[float]], *,
+                      within: float = 0.15) -> None:
+    """The same text, and log-probabilities within float noise: a prompt that goes on from a
+    checkpoint, or whose window cells lie elsewhere in the ring, sums in another order (a cache
+    that lost cells it needs is off by far more). A prompt evaluated again from its start is
+    held to ``within`` 0.01: its evaluation stops for a checkpoint only where every token keeps
+    the kernel it gets straight (stopping anywhere else moved them by up to 0.7)."""
     assert got[0] == fresh_one[0]
-    assert max(abs(a - b) for a, b in zip(got[2], fresh_one[2], strict=True)) < 0.15
+    assert max(abs(a - b) for a, b in zip(got[2], fresh_one[2], strict=True)) < within
 
 
 def test_a_saved_state_is_restored_only_as_far_back_as_its_ring_reaches(
@@ -101,7 +104,7 @@ def test_a_saved_state_is_restored_only_as_far_back_as_its_ring_reaches(
     monkeypatch.setenv("OLLAMA_NB_PROMPT_CACHE_MB", "0")
     unsaved = fresh(shared_models, OTHER, PARTED)  # <bos> comes from OTHER's cells there too
     assert parted[1] == unsaved[1]
-    assert_same_reply(parted, unsaved)
+    assert_same_reply(parted, unsaved, within=0.01)
     assert parted[1] > 100
     assert follow[1] < 30  # LONG's saved state did serve the prompt that continues it
 
@@ -120,7 +123,7 @@ def test_another_sequence_lends_its_cells_only_where_its_ring_reaches(
     assert first[1] > 1100
     alone = fresh(shared_models, PARTED)
     assert parted[1] == alone[1]
-    assert_same_reply(parted, alone)
+    assert_same_reply(parted, alone, within=0.01)
     assert branch[1] < 30
 
 

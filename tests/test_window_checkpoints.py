@@ -1,11 +1,12 @@
 """The bookkeeping of window checkpoints, without a model: which one a prompt may go on from,
-which go when a sequence is cut back, and which go first when they outgrow their budget."""
+which go when a sequence is cut back, which go first when they outgrow their budget, and where
+a prompt's evaluation may stop to take one."""
 
 from __future__ import annotations
 
 import ctypes
 
-from ollama_nb.runtime.window_checkpoints import WindowCheckpoint, WindowCheckpoints
+from ollama_nb.runtime.window_checkpoints import FA_TILE_ROWS, WindowCheckpoint, WindowCheckpoints, even_stop
 
 
 def checkpoint(n_tokens: int, window_start: int, size: int = 100) -> WindowCheckpoint:
@@ -42,3 +43,27 @@ def test_past_the_budget_the_oldest_go_first_and_an_oversized_one_is_never_kept(
     assert cps.size_bytes == 200
     cps.add(0, checkpoint(400, 0, size=251))
     assert not cps.has(0, 400) and len(cps) == 2
+
+
+def test_a_stop_leaves_no_piece_of_the_prompt_to_be_computed_row_by_row() -> None:
+    # 158 tokens straight are one tiled ubatch: stopping at 150 would leave 8 tokens row by row
+    assert even_stop(0, 150, 158, 512, 512) == 158 - FA_TILE_ROWS
+    assert even_stop(0, 600, 1000, 512, 512) == 600  # 512 + 88, then 400: all tiled already
+    assert even_stop(0, 520, 1000, 512, 512) == 512  # not 512 + 8
+    assert even_stop(0, 400, 420, 512, 512) == 420 - FA_TILE_ROWS
+    # counted from where the evaluation starts: from 100, no stop by 150 leaves 64 before it
+    assert even_stop(100, 150, 300, 512, 512) == 150
+    assert even_stop(100, 180, 300, 512, 512) == 180
+
+
+def test_a_prompt_whose_straight_run_ends_row_by_row_keeps_that_end() -> None:
+    # 530 tokens straight: 512 tiled, the last 18 row by row; only a stop at 512 keeps that
+    assert even_stop(0, 520, 530, 512, 512) == 512
+    assert even_stop(0, 500, 530, 512, 512) == 500  # none before 500: the stop it was asked for
+    # num_batch 1024 cut into ubatches of 512: the pieces are those of each batch
+    assert even_stop(0, 1030, 1100, 1024, 512) == 1024  # not 1024 + 6, nor leaving 6 after 1094
+
+
+def test_a_stop_is_never_before_the_lowest_place_asked() -> None:
+    assert even_stop(0, 100, 130, 512, 512, lowest=64) == 66
+    assert even_stop(0, 100, 130, 512, 512, lowest=70) == 100

@@ -35,7 +35,7 @@ from .prompt_end import LogitsSource, PromptEnd, sample_row
 from .sequence import SequenceState, common_prefix, window_holds
 from .threads import ThreadGovernor
 from .vision import NO_PROJECTOR, MediaPrompt, Projector, check_projector
-from .window_checkpoints import WindowCheckpoint, WindowCheckpoints
+from .window_checkpoints import WindowCheckpoint, WindowCheckpoints, even_stop
 
 log = logging.getLogger("ollama_nb.runtime")
 
@@ -150,6 +150,7 @@ class Engine:
         self.n_ctx_train: int = self._model.n_ctx_train()
         self.n_vocab: int = self._llm.n_vocab()
         self.n_batch: int = self._llm.n_batch
+        self.n_ubatch: int = int(lc.llama_n_ubatch(self._ctx))
         self._memory = lc.llama_get_memory(self._ctx)
         self._can_shift = bool(self._memory is not None and lc.llama_memory_can_shift(self._memory))
         self.n_swa: int = int(lc.llama_model_n_swa(self._llm.model))  # sliding-window attention, 0: none
@@ -334,11 +335,16 @@ class Engine:
             if end is not None and end.n_tokens > common:
                 self._prompt_ends[seq] = None
         reused = common if self._window_holds(seq, common) else self._restore_checkpoint(seq, common)
-        if parted and self._ring and common >= MIN_CHECKPOINT and not self.window_checkpoints.has(seq, common):
-            if reused == common:
-                self._save_checkpoint(seq)
-            else:
-                self._checkpoint_at[seq] = common
+        if parted and self._ring and common >= MIN_CHECKPOINT:
+            # where the prompt is evaluated anyway, stop for the checkpoint only where that
+            # leaves every token on the kernel a straight evaluation gives it
+            at = common if reused == common else even_stop(reused, common, len(prompt), self.n_batch,
+                                                             self.n_ubatch, lowest=MIN_CHECKPOINT)
+            if not self.window_checkpoints.has(seq, at):
+                if at == reused:
+                    self._save_checkpoint(seq)
+                else:
+                    self._checkpoint_at[seq] = at
         return reused
 
     def _restore_checkpoint(self, seq: int, common: int) -> int:

@@ -20,6 +20,43 @@ from dataclasses import dataclass
 from .sequence import window_holds
 
 
+#: llama.cpp's CPU flash attention takes a ubatch of at least this many query rows through its
+#: tiled F32 kernel, and a smaller one row by row with each query rounded to the cache's type
+#: (ggml-cpu's ``GGML_FA_TILE_Q``): the same tokens then get other logits.
+FA_TILE_ROWS = 64
+
+
+def _row_by_row(length: int, n_batch: int, n_ubatch: int) -> list[tuple[int, int]]:
+    """(offset, size) of each ubatch under FA_TILE_ROWS, when ``length`` prompt tokens go in
+    batches of ``n_batch`` that llama.cpp cuts into ubatches of ``n_ubatch``."""
+    small = []
+    for done in range(0, length, n_batch):
+        batch = min(n_batch, length - done)
+        small += [(done + offset, size) for offset in range(0, batch, n_ubatch)
+                  if (size := min(n_ubatch, batch - offset)) < FA_TILE_ROWS]
+    return small
+
+
+def even_stop(start: int, want: int, end: int, n_batch: int, n_ubatch: int, *, lowest: int = 1) -> int:
+    """The last place at or before ``want`` (not before ``lowest``, nor within one batch of
+    ``want``) where the evaluation of prompt tokens ``start:end`` can stop for a checkpoint and
+    go on with every token computed by the kernel it gets without the stop; ``want`` where
+    there is none.
+
+    Stopping where a piece of the prompt is left under FA_TILE_ROWS tokens computes those row
+    by row: gemma3's reply to a 158-token prompt stopped at 150 had log-probabilities up to 0.7
+    off the same prompt evaluated straight (and another greedy reply); stopped at 94, exactly
+    the same ones.
+    """
+    straight = _row_by_row(end - start, n_batch, n_ubatch)
+    for stop in range(want, max(start, lowest - 1, want - n_batch), -1):
+        before = _row_by_row(stop - start, n_batch, n_ubatch)
+        after = [(stop - start + offset, size) for offset, size in _row_by_row(end - stop, n_batch, n_ubatch)]
+        if before + after == straight:
+            return stop
+    return want
+
+
 @dataclass(frozen=True)
 class WindowCheckpoint:
     n_tokens: int  # the prefix the state is of

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import ctypes
 
-from ollama_nb.runtime.window_checkpoints import FA_TILE_ROWS, WindowCheckpoint, WindowCheckpoints, even_stop
+from ollama_nb.runtime.window_checkpoints import (
+    FA_TILE_ROWS,
+    WindowCheckpoint,
+    WindowCheckpoints,
+    even_stop,
+)
 
 
 def checkpoint(n_tokens: int, window_start: int, size: int = 100) -> WindowCheckpoint:

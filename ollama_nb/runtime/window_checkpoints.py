@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from .sequence import window_holds
 
-
 #: llama.cpp's CPU flash attention takes a ubatch of at least this many query rows through its
 #: tiled F32 kernel, and a smaller one row by row with each query rounded to the cache's type
 #: (ggml-cpu's ``GGML_FA_TILE_Q``): the same tokens then get other logits.

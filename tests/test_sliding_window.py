@@ -32,9 +32,9 @@ OTHER = "".join(f"Note {i}: the baker of street {i} sold {i * 3} loaves before n
 OPTIONS = {"temperature": 0, "num_predict": 12, "num_ctx": 4096}
 
 
-def ask(m: ModelManager, prompt: str) -> tuple[str, int, list[float]]:
+def ask(m: ModelManager, prompt: str, options: dict[str, Any] = OPTIONS) -> tuple[str, int, list[float]]:
     """(reply, prompt tokens evaluated, the reply tokens' log-probabilities)."""
-    r = m.generate(model=GEMMA, prompt=prompt, raw=True, stream=False, logprobs=True, options=OPTIONS)
+    r = m.generate(model=GEMMA, prompt=prompt, raw=True, stream=False, logprobs=True, options=options)
     return r.response, r.prompt_eval_count, [lp.logprob for lp in r.logprobs]
 
 
@@ -77,6 +77,29 @@ def test_a_prompt_parting_before_the_ring_is_evaluated_again(shared_models: Path
     alone = fresh(shared_models, PARTED)
     assert parted[1] == alone[1] > 100  # the whole prompt, not the 150 tokens the two share
     assert_same_reply(parted, alone, within=0.01)
+
+
+def test_after_a_long_reply_the_prompt_goes_on_from_its_end(shared_models: Path) -> None:
+    """A reply's tokens overwrite the ring's oldest cells: some 512 tokens on, the prompt's end
+    has lost its window, and the same prompt again (a regenerated reply) or one that goes on
+    from its end differently (a next turn that leaves the reply's thinking out) would be
+    evaluated again in full. The window of the prompt's end, kept just before, serves both."""
+    long_reply = {**OPTIONS, "num_predict": 560}
+    m = ModelManager(Store(shared_models))
+    try:
+        first = ask(m, LONG, long_reply)
+        assert len(first[2]) == 560 and first[1] > 1100
+        again = ask(m, LONG, long_reply)
+        other = ask(m, LONG + "Now list the wild nights:")
+    finally:
+        m.close()
+    assert again[1] == 1  # all of it cached, the first token from the prompt's kept logits
+    assert again[0] == first[0]  # 560 greedy tokens alike; a window missing cells parts within a few
+    # the restored cells lie elsewhere in the ring: float noise that grows along the reply
+    assert_same_reply((*again[:2], again[2][:12]), (*first[:2], first[2][:12]))
+    assert other[1] < 20  # only what follows LONG
+    # as a model that kept LONG's ring (a short reply) evaluates the same few tokens after it
+    assert_same_reply(other, fresh(shared_models, LONG, LONG + "Now list the wild nights:"))
 
 
 def assert_same_reply(got: tuple[str, int, list[float]], fresh_one: tuple[str, int, list[float]], *,

@@ -50,6 +50,15 @@ def test_past_the_budget_the_oldest_go_first_and_an_oversized_one_is_never_kept(
     assert not cps.has(0, 400) and len(cps) == 2
 
 
+def test_a_sequence_keeps_its_newest_checkpoints_up_to_its_own_count() -> None:
+    cps = WindowCheckpoints(n_seq=2, limit_bytes=10_000, per_sequence=2)
+    cps.add(1, checkpoint(50, 0))
+    for n_tokens in (100, 200, 300):
+        cps.add(0, checkpoint(n_tokens, 0))
+    assert not cps.has(0, 100) and cps.has(0, 200) and cps.has(0, 300)
+    assert cps.has(1, 50) and len(cps) == 3  # another sequence's stay
+
+
 def test_a_stop_leaves_no_piece_of_the_prompt_to_be_computed_row_by_row() -> None:
     # 158 tokens straight are one tiled ubatch: stopping at 150 would leave 8 tokens row by row
     assert even_stop(0, 150, 158, 512, 512) == 158 - FA_TILE_ROWS

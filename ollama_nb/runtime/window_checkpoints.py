@@ -67,11 +67,18 @@ class WindowCheckpoint:
         return len(self.data)
 
 
-class WindowCheckpoints:
-    """Every sequence's checkpoints; past ``limit_bytes`` in all, the oldest are dropped."""
+#: A sequence keeps at most this many (llama-server's ``--ctx-checkpoints`` default): a long chat
+#: takes one at every prompt's end whose reply may outrun the ring.
+PER_SEQUENCE = 32
 
-    def __init__(self, n_seq: int, limit_bytes: int) -> None:
+
+class WindowCheckpoints:
+    """Every sequence's checkpoints; past ``limit_bytes`` in all, or ``per_sequence`` for one
+    sequence, the oldest are dropped."""
+
+    def __init__(self, n_seq: int, limit_bytes: int, per_sequence: int = PER_SEQUENCE) -> None:
         self.limit_bytes = limit_bytes
+        self.per_sequence = per_sequence
         self._by_seq: list[list[WindowCheckpoint]] = [[] for _ in range(n_seq)]
         self._order: list[tuple[int, WindowCheckpoint]] = []  # oldest first, for eviction
 
@@ -95,6 +102,9 @@ class WindowCheckpoints:
     def add(self, seq: int, checkpoint: WindowCheckpoint) -> None:
         if checkpoint.size_bytes > self.limit_bytes:
             return
+        if len(self._by_seq[seq]) >= self.per_sequence:
+            oldest = self._by_seq[seq].pop(0)
+            self._order.remove((seq, oldest))
         self._by_seq[seq].append(checkpoint)
         self._order.append((seq, checkpoint))
         while self.size_bytes > self.limit_bytes:

@@ -13,6 +13,12 @@ llama-server keeps its checkpoints at chat-message starts and near a prompt's en
 The table gives, per document, the prompt tokens each side processed and its first-token time
 (medians over rounds, the sides in alternating order), and the ratio ours / llama-server.
 
+A second table regenerates a long reply: a prompt whose greedy reply runs ``LONG_REPLY`` tokens
+(further than the ring's spare cells, so the reply overwrites window cells its prompt's end
+attends to), then the same prompt again. Ours keeps the window of the prompt's end before the
+reply's second token (and the last prompt token's logits); llama-server keeps checkpoints 4 and
+4 + n_ubatch tokens before a prompt's end.
+
     python bench/bench_window.py [--documents 6] [--rounds 3]
 
 Results go to bench/results/window.{json,md}.
@@ -34,6 +40,7 @@ from common import bundled_store, start_ollama_nb
 
 MODEL = "gemma3:270m"
 TOKENS = 16
+LONG_REPLY = 600
 NUM_CTX = 4096
 STATES = ("calm", "wild", "grey", "bright")
 
@@ -43,9 +50,13 @@ def instructions(round_: int) -> str:
                    f"{STATES[(i + round_) % 4]} storm, log it.\n" for i in range(30))
 
 
-def document(round_: int, j: int) -> str:
+def reports(round_: int, j: int) -> str:
     return "".join(f"Report {j}.{k}: lighthouse {k + 50 * round_} saw a storm that was "
-                   f"{STATES[(j + k + round_) % 4]}.\n" for k in range(40)) + "Summary:"
+                   f"{STATES[(j + k + round_) % 4]}.\n" for k in range(40))
+
+
+def document(round_: int, j: int) -> str:
+    return reports(round_, j) + "Summary:"
 
 
 def run(ours: str, server: str, documents: int, rounds: int) -> list[dict[str, Any]]:
@@ -71,6 +82,30 @@ def run(ours: str, server: str, documents: int, rounds: int) -> list[dict[str, A
     return rows
 
 
+def regenerate(ours: str, server: str, rounds: int) -> dict[str, Any]:
+    """A long reply, then the same prompt again (a regenerated reply): what each side evaluates
+    for the second one, and its first-token time. The reports go on as a list, so the greedy
+    reply runs its full length."""
+    by_side: dict[str, list[dict[str, float]]] = {"ours": [], "llama-server": []}
+    replies: dict[str, list[float]] = {"ours": [], "llama-server": []}
+    for r in range(rounds):
+        prompt = instructions(100 + r) + reports(100 + r, 0)
+        sides = [("ours", lambda tokens, p=prompt: ours_prompt(ours, p, model=MODEL, tokens=tokens)),
+                 ("llama-server", lambda tokens, p=prompt: server_prompt(server, p, tokens=tokens))]
+        for side, call in sides if r % 2 == 0 else sides[::-1]:
+            replies[side].append(call(LONG_REPLY)["generated"])
+            by_side[side].append(call(TOKENS))
+        print(f"  regenerate, round {r + 1}: long replies {replies['ours'][-1]:.0f} / "
+              f"{replies['llama-server'][-1]:.0f} tokens, then new tokens {by_side['ours'][-1]['new_tokens']} / "
+              f"{by_side['llama-server'][-1]['new_tokens']}, first token {by_side['ours'][-1]['ttft_ms']:.0f} / "
+              f"{by_side['llama-server'][-1]['ttft_ms']:.0f} ms", flush=True)
+    row: dict[str, Any] = {side: {"long_reply": statistics.median(replies[side]),
+                                  **{key: statistics.median(m[key] for m in measured) for key in ("new_tokens", "ttft_ms")}}
+                           for side, measured in by_side.items()}
+    row["ttft_ratio"] = row["ours"]["ttft_ms"] / row["llama-server"]["ttft_ms"]
+    return row
+
+
 def markdown(results: dict[str, Any]) -> str:
     md = [(f"# The same instructions before each document: ollama-nb serve vs llama-server ({results['model']}, "
            f"{results['threads']} threads, {results['date']})"), "",
@@ -84,6 +119,16 @@ def markdown(results: dict[str, Any]) -> str:
         o, s = row["ours"], row["llama-server"]
         md.append(f"| {row['document']} | {o['new_tokens']:.0f} | {s['new_tokens']:.0f} | {o['ttft_ms']:.0f} ms "
                   f"| {s['ttft_ms']:.0f} ms | {row['ttft_ratio']:.2f} |")
+    again = results.get("regenerate")
+    if again:
+        o, s = again["ours"], again["llama-server"]
+        md += ["", (f"A regenerated long reply: a prompt of about 1,400 tokens whose greedy reply runs {LONG_REPLY} "
+                    "tokens (past the ring's spare cells), then the same prompt again, "
+                    f"{TOKENS} tokens; medians of {results['rounds']} rounds."), "",
+               "| side | long reply | new tokens, again | first token, again |", "|---|---|---|---|",
+               f"| ours | {o['long_reply']:.0f} | {o['new_tokens']:.0f} | {o['ttft_ms']:.1f} ms |",
+               f"| llama-server | {s['long_reply']:.0f} | {s['new_tokens']:.0f} | {s['ttft_ms']:.1f} ms |",
+               f"| ours / llama-server | | | {again['ttft_ratio']:.2f} |"]
     return "\n".join(md) + "\n"
 
 
@@ -105,12 +150,13 @@ def main() -> None:
         ours_prompt(ours, "Hello", model=MODEL, tokens=1)  # load the model
         server_prompt(server.url, "Hello", tokens=1)
         rows = run(ours, server.url, args.documents, args.rounds)
+        again = regenerate(ours, server.url, args.rounds)
     finally:
         proc.terminate()
         proc.wait()
         server.stop()
     results = {"model": MODEL, "threads": threads, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
-               "anchors": {"llama_cpp_python": built.llama_cpp_python}, "rows": rows}
+               "anchors": {"llama_cpp_python": built.llama_cpp_python}, "rows": rows, "regenerate": again}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "window.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -102,6 +102,25 @@ def test_after_a_long_reply_the_prompt_goes_on_from_its_end(shared_models: Path)
     assert_same_reply(other, fresh(shared_models, LONG, LONG + "Now list the wild nights:"))
 
 
+def test_a_long_reply_to_a_prompt_answered_from_its_kept_logits_keeps_its_end_too(shared_models: Path) -> None:
+    """The prompt's end window is kept only for a reply that may outrun the ring: a short one
+    (num_predict 12) takes none. The same prompt then comes again with room for a long reply,
+    answered from the kept logits with no evaluation at all; it keeps the window there, and
+    the prompt once more is answered the same way after that long reply."""
+    m = ModelManager(Store(shared_models))
+    try:
+        short = ask(m, LONG)
+        checkpoints = engine_of(m).window_checkpoints
+        assert len(checkpoints) == 0
+        long = ask(m, LONG, {**OPTIONS, "num_predict": 560})
+        assert long[1] == 1 and len(checkpoints) == 1
+        again = ask(m, LONG)
+    finally:
+        m.close()
+    assert again[1] == 1
+    assert_same_reply(again, short)
+
+
 def assert_same_reply(got: tuple[str, int, list[float]], fresh_one: tuple[str, int, list[float]], *,
                       within: float = 0.15) -> None:
     """The same text, and log-probabilities within float noise: a prompt that goes on from a

@@ -164,7 +164,6 @@ class Engine:
         self._ring = self.n_swa > 0 and not self.params.swa_full
         self.window_checkpoints = WindowCheckpoints(parallel, params.prompt_cache_mb * 1024 * 1024)
         self._checkpoint_at = [0] * parallel  # save one when the prompt's evaluation gets there
-        self._end_at = [0] * parallel  # a prompt's end, whose window a long reply would overwrite
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         # numpy views of llama.cpp's logits rows, by address: the rows stay where they are from
@@ -312,7 +311,6 @@ class Engine:
     def _forget_checkpoints(self, seq: int) -> None:
         self.window_checkpoints.clear(seq)
         self._checkpoint_at[seq] = 0
-        self._end_at[seq] = 0
 
     def _prepare_prompt(self, seq: int, prompt: list[int], reuse: bool, *, whole: bool = True) -> int:
         """Reuse the longest cached prefix of ``seq``; return how many prompt tokens it covers:
@@ -320,7 +318,6 @@ class Engine:
         (``runtime.prompt_end``), else at most all but the last, which is evaluated again."""
         cached = self._slots[seq]
         self._checkpoint_at[seq] = 0  # one an earlier request did not get to
-        self._end_at[seq] = 0
         if not reuse or self._memory is None:
             self._forget_cache(seq)
             return 0
@@ -348,8 +345,6 @@ class Engine:
                     self._save_checkpoint(seq)
                 else:
                     self._checkpoint_at[seq] = at
-        if self._ring and len(prompt) >= MIN_CHECKPOINT and not self.window_checkpoints.has(seq, len(prompt)):
-            self._end_at[seq] = len(prompt)
         return reused
 
     def _restore_checkpoint(self, seq: int, common: int) -> int:
@@ -657,7 +652,7 @@ class Engine:
             reused = 0
         cached = self._slots[slot]
         self._prompt_ends[slot] = None  # the encoder writes the rest of the cells its own way
-        self._checkpoint_at[slot] = self._end_at[slot] = 0  # the encoder evaluates the rest, not the batch loop
+        self._checkpoint_at[slot] = 0  # the encoder evaluates the rest, not the batch loop
         if reused < len(cached):
             lib().llama_memory_seq_rm(self._memory, slot, reused, -1)
             del cached[reused:]
@@ -687,6 +682,7 @@ class Engine:
         except BaseException:
             s.fail_quietly()
             raise
+        self._keep_end_window(s)
 
     def _keep_prompt_end(self, s: SequenceState, index: int) -> None:
         """After a prompt's first reply token: keep its last token's logits for the next time
@@ -695,20 +691,21 @@ class Engine:
         cached = self._slots[s.seq]
         if len(cached) == len(s.prompt):
             self._prompt_ends[s.seq] = PromptEnd(len(cached), self._logits(index).copy())
-            if self._end_at[s.seq] == len(cached) and self._reply_may_outrun_ring(s):
-                self._save_checkpoint(s.seq)
-        self._end_at[s.seq] = 0
+            self._keep_end_window(s)
 
-    def _reply_may_outrun_ring(self, s: SequenceState) -> bool:
-        """Whether the reply may overwrite ring cells the prompt's end attends to (a ring holds
-        about n_swa + n_ubatch cells). Then the same prompt again (a regenerated reply), or the
-        next turn of a chat whose template leaves this reply's thinking out, could go on from
-        the prompt's end only from a checkpoint taken now, before the reply's first token: as
-        llama-server takes one at the end of every prompt. A reply capped short of that never
-        pays for the copy."""
+    def _keep_end_window(self, s: SequenceState) -> None:
+        """While ``s`` holds its prompt and no reply token yet: keep the window of the prompt's
+        end if the reply may overwrite ring cells that end attends to (a ring holds about
+        n_swa + n_ubatch cells). The same prompt again (a regenerated reply), or the next turn
+        of a chat whose template leaves this reply's thinking out, then goes on from there
+        instead of evaluating everything again; llama-server takes its checkpoints near every
+        prompt's end for this. A reply capped short of that never pays for the copy."""
         end = len(s.prompt)
         room = s.job.num_predict if s.job.num_predict >= 0 else self.n_ctx
-        return end + room > max(end - self.n_swa, 0) + self.n_swa + self.n_ubatch
+        if (self._ring and not s.finished and end >= MIN_CHECKPOINT and len(self._slots[s.seq]) == end
+                and end + room > max(end - self.n_swa, 0) + self.n_swa + self.n_ubatch
+                and not self.window_checkpoints.has(s.seq, end)):
+            self._save_checkpoint(s.seq)
 
     def _logits(self, source: LogitsSource) -> np.ndarray:
         """The logits row of the batch row ``source`` (a view, valid until the next decode), or

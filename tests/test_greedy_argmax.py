@@ -26,8 +26,9 @@ def job(**sampling: float) -> GenerationJob:
 def test_only_greedy_alone_skips_the_chain() -> None:
     assert is_plain_greedy(job(temperature=0))
     assert not is_plain_greedy(job(temperature=0.8))
-    assert not is_plain_greedy(job(temperature=0, repeat_penalty=1.1))  # penalties change the logits
-    assert not is_plain_greedy(job(temperature=0, presence_penalty=0.5))
+    assert is_plain_greedy(job(temperature=0, repeat_penalty=1.1))  # applied to the row first (runtime.penalties)
+    assert not is_plain_greedy(job(temperature=0, presence_penalty=0.5))  # llama.cpp's penalties sampler
+    assert not is_plain_greedy(job(temperature=0, repeat_penalty=1.1, frequency_penalty=0.2))
     assert is_plain_greedy(job(temperature=0, repeat_penalty=1.1, repeat_last_n=0))  # a window of nothing
     grammar = job(temperature=0)
     grammar.grammar = 'root ::= "yes" | "no"'

@@ -785,9 +785,28 @@ class Engine:
                 s.drafter.timed(drafted, produced, elapsed)
 
     def _sample(self, s: SequenceState, index: LogitsSource) -> int:
-        """The token ``s`` samples from the logits of batch row ``index`` (or a kept row): the
-        first largest logit when its chain is greedy alone (exactly what that chain picks), else
-        the chain's."""
+        """The token ``s`` samples from the logits of batch row ``index`` (or a kept row), with
+        its repeat penalty applied to the row for the moment (``runtime.penalties``): llama.cpp's
+        row gets its values back, a kept row is not changed but copied."""
+        penalty = s.penalty
+        if penalty is None:
+            return self._sample_from(s, index)
+        row = self._logits(index)
+        tokens = penalty.tokens()
+        original = row[tokens]
+        if isinstance(index, np.ndarray):
+            row = index = row.copy()
+        row[tokens] = penalty.penalized(original)
+        try:
+            token = self._sample_from(s, index)
+        finally:
+            row[tokens] = original
+        penalty.accept(token)
+        return token
+
+    def _sample_from(self, s: SequenceState, index: LogitsSource) -> int:
+        """The first largest logit when the chain of ``s`` is greedy alone (exactly what that
+        chain picks), else the chain's token."""
         if s.argmax:
             return int(self._logits(index).argmax())
         if isinstance(index, np.ndarray):

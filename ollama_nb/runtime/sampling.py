@@ -8,17 +8,19 @@ from typing import Any
 from ..base.errors import InvalidRequest
 from .jobs import GenerationJob, SamplingParams
 from .library import lib
+from .penalties import RepeatPenalty, handled_here
 
 
 def build_sampler(job: GenerationJob, *, vocab: Any, n_vocab: int, n_ctx: int) -> Any:
     """One C sampler chain per request, in the order Ollama applies its options (penalties over
-    the prompt too, then the grammar, then greedy, mirostat or top-k/typical/top-p/min-p/temp)."""
+    the prompt too, then the grammar, then greedy, mirostat or top-k/typical/top-p/min-p/temp).
+    A repeat penalty alone is not in it: ``repeat_penalty`` applies that before the chain."""
     lc = lib()
     s = job.sampling
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     add = lambda smpl: lc.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-    if _penalized(s):
-        last_n = n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
+    if _penalized(s) and not handled_here(s):
+        last_n = _window(s, n_ctx)
         penalties = lc.llama_sampler_init_penalties(
             n_vocab, last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
         )
@@ -57,10 +59,26 @@ def build_sampler(job: GenerationJob, *, vocab: Any, n_vocab: int, n_ctx: int) -
 
 def is_plain_greedy(job: GenerationJob) -> bool:
     """Whether the chain ``build_sampler`` makes for ``job`` is greedy alone (temperature 0, no
-    penalties, no grammar): then the sampled token is the first largest logit, which the engine
-    reads straight off llama.cpp's logits instead of handing the chain the whole vocabulary (for
-    gemma3's 262,144 tokens the chain builds and scans a 3 MiB candidate array per token)."""
-    return job.sampling.temperature <= 0 and not _penalized(job.sampling) and not job.grammar
+    grammar, no penalties but a repeat penalty applied before it): then the sampled token is the
+    first largest logit, which the engine reads straight off llama.cpp's logits instead of
+    handing the chain the whole vocabulary (for gemma3's 262,144 tokens the chain builds and
+    scans a 3 MiB candidate array per token)."""
+    s = job.sampling
+    return s.temperature <= 0 and (not _penalized(s) or handled_here(s)) and not job.grammar
+
+
+def repeat_penalty(job: GenerationJob, n_ctx: int) -> RepeatPenalty | None:
+    """The repeat penalty the engine applies before the chain (``runtime.penalties``), over the
+    prompt's last tokens to begin with, as the chain's penalties sampler would be."""
+    s = job.sampling
+    if not (_penalized(s) and handled_here(s)):
+        return None
+    last_n = _window(s, n_ctx)
+    return RepeatPenalty(s.repeat_penalty, last_n, job.prompt_tokens[-last_n:])
+
+
+def _window(s: SamplingParams, n_ctx: int) -> int:
+    return n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
 
 
 def _penalized(s: SamplingParams) -> bool:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .drafting import PromptLookup
 from .jobs import GenerationJob, GenerationRequest, GenerationResult, TokenPiece
 from .library import lib
-from .sampling import build_sampler, first_stop, is_plain_greedy, stop_prefix_len
+from .sampling import build_sampler, first_stop, is_plain_greedy, repeat_penalty, stop_prefix_len
 
 if TYPE_CHECKING:
     from .prompt_end import LogitsSource
@@ -56,6 +56,7 @@ class SequenceState:
         self.todo = prompt[reused:]
         self.chain = build_sampler(job, vocab=host.vocab, n_vocab=host.n_vocab, n_ctx=host.n_ctx)
         self.argmax = is_plain_greedy(job)  # sampled by the engine without the chain (runtime.sampling)
+        self.penalty = repeat_penalty(job, host.n_ctx)  # applied by the engine before the chain
         self.stops = [s for s in job.stop if s]
         self.max_stop = max((len(s) for s in self.stops), default=0)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

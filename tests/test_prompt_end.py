@@ -145,3 +145,22 @@ def test_a_shifted_context_drops_the_row_and_scores_the_prompt_again(
     again = generate(fresh, SHORT, small)
     assert counted.decodes - decodes == decodes  # the prompt was evaluated as the first time
     assert again.response == first.response
+
+
+def test_a_long_text_tokenized_again_gets_the_same_tokens_from_its_kept_copy(fresh: ModelManager,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    generate(fresh, "Hello", {"num_predict": 1})
+    engine = engine_of(fresh)
+    texts = [code_cell(80 + i) for i in range(6)]  # thousands of characters each
+    first = [engine.tokenize(text) for text in texts]
+    assert all(len(tokens) > 300 for tokens in first)
+    first[-1].append(-1)  # a caller's list is its own
+    calls = []
+    real = engine._model.tokenize
+    monkeypatch.setattr(engine._model, "tokenize", lambda *a: calls.append(a) or real(*a))
+    again = [engine.tokenize(text) for text in texts[-4:]]
+    assert calls == []  # the last four came from their kept tokens
+    assert again == [*first[2:5], first[5][:-1]]
+    assert engine.tokenize(texts[0]) == first[0] and len(calls) == 1  # the oldest were let go
+    special = texts[1] + "<|im_end|>"  # one token parsed as special, several as text
+    assert len(engine.tokenize(special, parse_special=True)) < len(engine.tokenize(special, parse_special=False))

@@ -48,6 +48,9 @@ _default_params_lock = threading.Lock()
 _COPY_WORTH = 16
 #: A prefix shorter than this is cheaper to evaluate again than to keep the window cells of.
 MIN_CHECKPOINT = 64
+#: Texts whose tokens are kept for the same text again (``Engine.tokenize``): shorter ones take
+#: microseconds, and a few megabytes of them at most are kept.
+_KEEP_TOKENS_FROM, _KEEP_TOKENS_UP_TO, _KEPT_TEXTS = 2_000, 1_000_000, 4
 _WINDOW_ONLY = 1  # LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY: a state of the sliding-window layers' cells alone
 
 
@@ -165,6 +168,8 @@ class Engine:
         self.window_checkpoints = WindowCheckpoints(parallel, params.prompt_cache_mb * 1024 * 1024)
         self._checkpoint_at = [0] * parallel  # save one when the prompt's evaluation gets there
         self._pieces: dict[int, bytes] = {}
+        self._tokenized: dict[tuple[str, bool, bool], tuple[int, ...]] = {}  # (text, flags): tokens
+        self._tokenized_lock = threading.Lock()  # /api/tokenize runs beside generation
         self._eog: dict[int, bool] = {}
         # numpy views of llama.cpp's logits rows, by address: the rows stay where they are from
         # one decode step to the next (llama.cpp reallocates only to hold more outputs), and
@@ -257,9 +262,23 @@ class Engine:
         return self.projector.prompt(text, images, add_special=self.add_bos)
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """The text's tokens. The same long prompt comes again often (a cell run again, a
+        regenerated reply, a client's retry), is then answered from its kept logits in a few
+        milliseconds, and would spend 2 of them tokenizing 1,500 tokens again: the last few
+        long texts keep their tokens."""
+        key = (text, add_special, parse_special)
+        with self._tokenized_lock:
+            known = self._tokenized.get(key)
+        if known is not None:
+            return list(known)
         tokens = self._model.tokenize(text.encode("utf-8"), add_special and self.add_bos, parse_special)
         if len(tokens) > 1 and tokens[0] == self.bos_id and tokens[1] == self.bos_id:
             tokens = tokens[1:]  # the template already wrote <bos>
+        if _KEEP_TOKENS_FROM <= len(text) <= _KEEP_TOKENS_UP_TO:
+            with self._tokenized_lock:
+                if len(self._tokenized) >= _KEPT_TEXTS:
+                    del self._tokenized[next(iter(self._tokenized))]  # the oldest
+                self._tokenized[key] = tuple(tokens)
         return tokens
 
     def piece(self, token: int) -> bytes:

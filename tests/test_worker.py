@@ -83,6 +83,24 @@ def test_a_lingering_thread_leaves_as_soon_as_another_worker_gets_work() -> None
     busy.shutdown()
 
 
+def test_a_thread_whose_task_ends_after_another_worker_got_one_does_not_linger() -> None:
+    """The other worker's task came while this one's ran, so this one was not lingering to be
+    dismissed yet: it must not start lingering afterwards either."""
+    first, second = Worker("first", linger=60), Worker("second", linger=60)
+    release = threading.Event()
+    running = first.submit(release.wait, 10)
+    second.submit(lambda: None).result(10)
+    release.set()
+    running.result(10)
+    _wait_idle(first, timeout=5)
+    try:
+        assert first._thread is None
+        assert second._thread is not None  # the one that got work last lingers for its next
+    finally:
+        first.shutdown()
+        second.shutdown()
+
+
 def test_shutdown_ends_a_lingering_thread_at_once() -> None:
     worker = Worker("test", linger=60)
     worker.submit(lambda: None).result(10)

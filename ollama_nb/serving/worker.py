@@ -14,7 +14,8 @@ Why it lingers first: a new thread means a new pool, and a first decode in a col
 (a cached prompt's first token took 13 to 60 ms instead of 13 on two cores). Requests come in
 runs (a client's loop, a chat's next turn, a notebook's cells), so the thread waits ``linger``
 seconds for the next task; the moment another model's worker gets work, every lingering thread
-leaves, so a pool never outlives its use by more than that.
+leaves (and one whose task ends after that does not linger), so a pool never outlives its use
+by more than that.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Worker:
 
     _lingering: ClassVar[set[Worker]] = set()  # workers whose thread waits idle for a task
     _lingering_lock: ClassVar[threading.Lock] = threading.Lock()
+    _submitted: ClassVar[int] = 0  # tasks given to any worker so far (under _lingering_lock)
 
     def __init__(self, name: str, linger: float = LINGER_S) -> None:
         self.name = name
@@ -46,13 +48,15 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._dismissed = False
+        self._last_submitted = 0  # the count of tasks given to any worker at this one's last
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         future: Future[T] = Future()
-        self._dismiss_others()
+        mark = self._dismiss_others()
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"worker {self.name} is shut down")
+            self._last_submitted = max(self._last_submitted, mark)
             self._tasks.append((future, fn, args))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name)
@@ -61,20 +65,27 @@ class Worker:
                 self._wake.notify()
         return future
 
-    def _dismiss_others(self) -> None:
-        """Every other lingering thread leaves now: its OpenMP pool would slow this model down."""
+    def _dismiss_others(self) -> int:
+        """Every other lingering thread leaves now: its OpenMP pool would slow this model down.
+        Returns this task's number among all workers' tasks: a thread that is only about to
+        linger (its task just done) sees it and leaves too (``_idle_wait``)."""
         with Worker._lingering_lock:
+            Worker._submitted += 1
+            mark = Worker._submitted
             others = [w for w in Worker._lingering if w is not self]
         for other in others:  # never two workers' locks at once
             with other._lock:
                 other._dismissed = True
                 other._wake.notify()
+        return mark
 
     def _idle_wait(self) -> None:
         """Wait (lock held) for a task, until ``linger`` passes or the thread is dismissed."""
         if self.linger <= 0 or self._dismissed or self._closed:
             return
         with Worker._lingering_lock:
+            if Worker._submitted > self._last_submitted:
+                return  # another worker got a task since this one's last came: it would be slowed down
             Worker._lingering.add(self)
         try:
             self._wake.wait_for(lambda: self._tasks or self._dismissed or self._closed, timeout=self.linger)

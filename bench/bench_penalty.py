@@ -16,7 +16,6 @@ Results go to bench/results/penalty.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import anchors
 import llama_server
 from bench_server import NUM_CTX, rotate, spread, start_server, stream_generate, summary
-from common import TEMPLATES, bundled_store
+from common import TEMPLATES, bundled_store, write_results
 
 TOKENS = 128
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."
@@ -90,11 +89,7 @@ def main() -> None:
             proc.terminate()
             proc.wait()
             server.stop()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "penalty.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "penalty.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "penalty", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Results go to bench/results/window.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 import anchors
 import llama_server
 from bench_context import ours_prompt, server_prompt
-from common import bundled_store, start_ollama_nb
+from common import bundled_store, start_ollama_nb, write_results
 
 MODEL = "gemma3:270m"
 TOKENS = 16
@@ -157,11 +156,7 @@ def main() -> None:
         server.stop()
     results = {"model": MODEL, "threads": threads, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
                "anchors": {"llama_cpp_python": built.llama_cpp_python}, "rows": rows, "regenerate": again}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "window.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "window.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "window", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -97,3 +97,16 @@ def bundled_store(name: str, prefix: str) -> tuple[str, str]:
     for _ in manager.pull(name):
         pass
     return models, manager.spec(name).model_path
+
+
+def write_results(out_dir: str, name: str, results: Any, markdown: str) -> None:
+    """``bench/results/<name>.json`` and ``.md`` (where the README quotes them from), and the
+    table on stdout."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)

@@ -71,7 +71,7 @@ def repeat_penalty(job: GenerationJob, n_ctx: int) -> RepeatPenalty | None:
     """The repeat penalty the engine applies before the chain (``runtime.penalties``), over the
     prompt's last tokens to begin with, as the chain's penalties sampler would be."""
     s = job.sampling
-    if not (_penalized(s) and handled_here(s)):
+    if not handled_here(s):
         return None
     last_n = _window(s, n_ctx)
     return RepeatPenalty(s.repeat_penalty, last_n, job.prompt_tokens[-last_n:])

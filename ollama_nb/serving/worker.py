@@ -47,7 +47,6 @@ class Worker:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._dismissed = False
         self._last_submitted = 0  # the count of tasks given to any worker at this one's last
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -67,28 +66,31 @@ class Worker:
 
     def _dismiss_others(self) -> int:
         """Every other lingering thread leaves now: its OpenMP pool would slow this model down.
-        Returns this task's number among all workers' tasks: a thread that is only about to
-        linger (its task just done) sees it and leaves too (``_idle_wait``)."""
+        Returns this task's number among all workers' tasks; a thread that is only about to
+        linger (its task just done) sees it too (``_overtaken``) and does not."""
         with Worker._lingering_lock:
             Worker._submitted += 1
             mark = Worker._submitted
             others = [w for w in Worker._lingering if w is not self]
         for other in others:  # never two workers' locks at once
             with other._lock:
-                other._dismissed = True
                 other._wake.notify()
         return mark
 
+    def _overtaken(self) -> bool:
+        """Whether another worker got a task since this one's last came: lingering would slow it."""
+        return Worker._submitted > self._last_submitted
+
     def _idle_wait(self) -> None:
-        """Wait (lock held) for a task, until ``linger`` passes or the thread is dismissed."""
-        if self.linger <= 0 or self._dismissed or self._closed:
+        """Wait (lock held) for a task, until ``linger`` passes or another worker gets one."""
+        if self.linger <= 0 or self._closed:
             return
         with Worker._lingering_lock:
-            if Worker._submitted > self._last_submitted:
-                return  # another worker got a task since this one's last came: it would be slowed down
+            if self._overtaken():
+                return
             Worker._lingering.add(self)
         try:
-            self._wake.wait_for(lambda: self._tasks or self._dismissed or self._closed, timeout=self.linger)
+            self._wake.wait_for(lambda: self._tasks or self._closed or self._overtaken(), timeout=self.linger)
         finally:
             with Worker._lingering_lock:
                 Worker._lingering.discard(self)
@@ -100,9 +102,7 @@ class Worker:
                     self._idle_wait()
                 if not self._tasks:
                     self._thread = None  # decided under the lock: a new task starts a new thread
-                    self._dismissed = False
                     return
-                self._dismissed = False
                 future, fn, args = self._tasks.popleft()
             if not future.set_running_or_notify_cancel():
                 continue

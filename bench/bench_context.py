@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import bundled_store, start_ollama_nb
+from common import bundled_store, rotate, start_ollama_nb
 
 MODEL = "smollm2:135m"
 GEN_TOKENS = 64
@@ -137,7 +137,7 @@ def by_length(ours: str, server: str, lengths: list[int], rounds: int) -> list[d
             prompt = f"Note {length}-{r}-{time.time_ns()}:\n" + filler(int(length / 1.07), r)
             sides = [("ours", lambda p=prompt: ours_prompt(ours, p)),
                      ("llama-server", lambda p=prompt: server_prompt(server, p))]
-            for name, fn in (sides if r % 2 == 0 else sides[::-1]):
+            for name, fn in rotate(sides, r):
                 runs[name].append(fn())
         rows.append({"length": length, **_medians(runs)})
         print(f"  {length:>5} tokens: {_line(rows[-1])}", flush=True)
@@ -154,7 +154,7 @@ def by_turn(ours: str, server: str, turns: int, rounds: int) -> list[dict[str, A
         for t in range(turns):
             question = f"Question {t + 1}: " + filler(75, t + r) + ". What happens next?"
             sides = [("ours", ours_chat, ours), ("llama-server", server_chat, server)]
-            for name, fn, url in (sides if (r + t) % 2 == 0 else sides[::-1]):
+            for name, fn, url in rotate(sides, r + t):
                 history[name].append({"role": "user", "content": question})
                 measured, reply = fn(url, history[name])
                 history[name].append({"role": "assistant", "content": reply})
@@ -179,7 +179,7 @@ def by_interleaved(ours: str, server: str, turns: int, rounds: int) -> list[dict
             for chat in "AB":
                 question = f"{chat} asks {t + 1}: " + filler(75, t + r + (7 if chat == "B" else 0)) + ". And then?"
                 sides = [("ours", ours_chat, ours), ("llama-server", server_chat, server)]
-                for name, fn, url in (sides if (r + t) % 2 == 0 else sides[::-1]):
+                for name, fn, url in rotate(sides, r + t):
                     history = histories[chat][name]
                     history.append({"role": "user", "content": question})
                     measured, reply = fn(url, history)

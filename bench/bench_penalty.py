@@ -24,8 +24,8 @@ from typing import Any
 
 import anchors
 import llama_server
-from bench_server import NUM_CTX, rotate, spread, start_server, stream_generate, summary
-from common import TEMPLATES, bundled_store, write_results
+from bench_server import NUM_CTX, spread, start_server, stream_generate, summary
+from common import TEMPLATES, bundled_store, rotate, write_results
 
 TOKENS = 128
 PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm."

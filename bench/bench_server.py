@@ -39,7 +39,15 @@ from urllib.parse import urlsplit
 
 import anchors
 import llama_server
-from common import TEMPLATES, bundled_store, free_port, in_fresh_thread, start_ollama_nb, wait_for
+from common import (
+    TEMPLATES,
+    bundled_store,
+    free_port,
+    in_fresh_thread,
+    rotate,
+    start_ollama_nb,
+    wait_for,
+)
 from llama_server import GREEDY, OLLAMA_DEFAULT
 
 MODEL = "smollm2:135m"
@@ -288,13 +296,6 @@ def scaling(models: str, path: str, binary: str, threads: int, tokens: int, clie
             "cpu": cpu,
         }
     return table
-
-
-def rotate(sides: list[Any], round_: int) -> list[Any]:
-    """The sides, starting with a different one each round: whoever runs first (or right after
-    another side's burst) meets a different machine on this noisy box."""
-    k = round_ % len(sides)
-    return sides[k:] + sides[:k]
 
 
 def spread(s: dict[str, float], fmt: str = "{:.2f}") -> str:

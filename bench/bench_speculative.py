@@ -23,8 +23,8 @@ from typing import Any
 
 import anchors
 import llama_server
-from bench_server import NUM_CTX, rotate, spread, start_server, stream_generate, summary
-from common import TEMPLATES, free_port, wait_for
+from bench_server import NUM_CTX, spread, start_server, stream_generate, summary
+from common import TEMPLATES, free_port, rotate, wait_for
 
 
 def code_cell(lines: int = 60) -> str:

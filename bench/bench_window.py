@@ -35,7 +35,7 @@ from typing import Any
 import anchors
 import llama_server
 from bench_context import ours_prompt, server_prompt
-from common import bundled_store, start_ollama_nb, write_results
+from common import bundled_store, rotate, start_ollama_nb, write_results
 
 MODEL = "gemma3:270m"
 TOKENS = 16
@@ -66,7 +66,7 @@ def run(ours: str, server: str, documents: int, rounds: int) -> list[dict[str, A
             prompt = head + document(r, j)
             sides = [("ours", lambda p=prompt: ours_prompt(ours, p, model=MODEL, tokens=TOKENS)),
                      ("llama-server", lambda p=prompt: server_prompt(server, p, tokens=TOKENS))]
-            for side, call in sides if (r + j) % 2 == 0 else sides[::-1]:
+            for side, call in rotate(sides, r + j):
                 runs[j][side].append(call())
             print(f"  round {r + 1} document {j + 1}: new tokens {runs[j]['ours'][-1]['new_tokens']} / "
                   f"{runs[j]['llama-server'][-1]['new_tokens']}, first token "
@@ -91,7 +91,7 @@ def regenerate(ours: str, server: str, rounds: int) -> dict[str, Any]:
         prompt = instructions(100 + r) + reports(100 + r, 0)
         sides = [("ours", lambda tokens, p=prompt: ours_prompt(ours, p, model=MODEL, tokens=tokens)),
                  ("llama-server", lambda tokens, p=prompt: server_prompt(server, p, tokens=tokens))]
-        for side, call in sides if r % 2 == 0 else sides[::-1]:
+        for side, call in rotate(sides, r):
             replies[side].append(call(LONG_REPLY)["generated"])
             by_side[side].append(call(TOKENS))
         print(f"  regenerate, round {r + 1}: long replies {replies['ours'][-1]:.0f} / "

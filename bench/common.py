@@ -99,6 +99,13 @@ def bundled_store(name: str, prefix: str) -> tuple[str, str]:
     return models, manager.spec(name).model_path
 
 
+def rotate(sides: list[Any], round_: int) -> list[Any]:
+    """The sides, starting with a different one each round: whoever runs first (or right after
+    another side's burst) meets a different machine on this noisy box."""
+    k = round_ % len(sides)
+    return sides[k:] + sides[:k]
+
+
 def write_results(out_dir: str, name: str, results: Any, markdown: str) -> None:
     """``bench/results/<name>.json`` and ``.md`` (where the README quotes them from), and the
     table on stdout."""
